@@ -1,0 +1,5 @@
+//! The `pinned` command line.
+
+fn main() {
+    std::process::exit(pinned::cli::main());
+}
