@@ -254,7 +254,12 @@ fn online_cpus(root: &SysRoot) -> Result<IdList, TopologyError> {
     let ids: Vec<usize> = cpuinfo
         .lines()
         .filter_map(|l| l.strip_prefix("processor"))
-        .filter_map(|rest| rest.trim_start_matches([' ', '\t', ':']).trim().parse().ok())
+        .filter_map(|rest| {
+            rest.trim_start_matches([' ', '\t', ':'])
+                .trim()
+                .parse()
+                .ok()
+        })
         .collect();
     if !ids.is_empty() {
         return Ok(IdList::from_ids(ids));
