@@ -1,0 +1,126 @@
+//! Block sizes (MC, KC, NC) per ISA, derived from the detected caches.
+//!
+//! The driver's loops keep, from the inside out: the MR x NR tile of C in
+//! registers; one KC x NR micro-panel of B in L1 (reused by every A
+//! micro-panel of the block); the MC x KC block of A in L2 (reused by every
+//! B micro-panel); the KC x NC block of B in L3. So
+//! `KC * NR * 4 <= ~60% of L1d`, `MC * KC * 4 <= ~50% of L2`,
+//! `KC * NC * 4 <= ~25% of L3` (a share, since L3 is shared), with
+//! the rest left for the streams that pass through (A, C, prefetches).
+
+use crate::cpu::{cache_sizes, CacheSizes};
+use crate::isa::Isa;
+
+/// Register tile and cache blocks for one ISA.
+///
+/// Invariants: `MR | MC` (`MC % MR == 0`), `NR | NC`, `KC % 8 == 0`,
+/// all non-zero.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Blocking {
+    pub mr: usize,
+    pub nr: usize,
+    pub mc: usize,
+    pub kc: usize,
+    pub nc: usize,
+}
+
+/// Fallbacks when CPUID does not report a level (32 KiB L1d, 256 KiB L2,
+/// 8 MiB L3: the smallest of any AVX2-era core).
+const L1_DEFAULT: usize = 32 << 10;
+const L2_DEFAULT: usize = 256 << 10;
+const L3_DEFAULT: usize = 8 << 20;
+/// Caps: NC bounds the per-call B scratch (KC * NC * 4 bytes) when B is
+/// not pre-packed; a VM may report an L3 of hundreds of MiB.
+const NC_MAX: usize = 4096;
+const MC_MAX: usize = 2048;
+
+impl Blocking {
+    /// The register tile of `isa`'s microkernel.
+    pub fn tile(isa: Isa) -> (usize, usize) {
+        use super::kernel::MicroKernel;
+        use crate::isa::{Avx2, Avx512, Scalar};
+        match isa {
+            Isa::Scalar => (Scalar::MR, Scalar::NR),
+            Isa::Avx2 => (Avx2::MR, Avx2::NR),
+            Isa::Avx512 => (Avx512::MR, Avx512::NR),
+        }
+    }
+
+    /// The blocks for `isa` on this machine's caches.
+    pub fn for_isa(isa: Isa) -> Self {
+        let (mr, nr) = Self::tile(isa);
+        Self::derive(mr, nr, cache_sizes())
+    }
+
+    /// Blocks from cache sizes (pure, for tests).
+    pub fn derive(mr: usize, nr: usize, caches: &CacheSizes) -> Self {
+        let l1 = caches.l1d.unwrap_or(L1_DEFAULT);
+        let l2 = caches.l2.unwrap_or(L2_DEFAULT);
+        let l3 = caches.l3.unwrap_or(L3_DEFAULT);
+        let kc = (l1 * 3 / 5 / (nr * 4)) / 8 * 8;
+        let kc = kc.clamp(64, 1024);
+        let mc = (l2 / 2 / (kc * 4)).min(MC_MAX) / mr * mr;
+        let mc = mc.max(mr);
+        let nc = (l3 / 4 / (kc * 4)).min(NC_MAX) / nr * nr;
+        let nc = nc.max(nr);
+        Self { mr, nr, mc, kc, nc }
+    }
+
+    /// The blocks a call of this shape uses. When all of M fits one
+    /// register tile, nothing is reused across A micro-panels, so K is not
+    /// blocked: the tile stays in registers for all of K and each B panel
+    /// streams once, front to back (the matrix-vector path).
+    pub fn for_shape(isa: Isa, m: usize, k: usize) -> Self {
+        let mut b = Self::for_isa(isa);
+        if m <= b.mr {
+            b.kc = k.max(1);
+        }
+        b
+    }
+
+    /// Floats of packed A and packed B a call of this shape needs.
+    pub(crate) fn scratch_floats(&self, m: usize, n: usize, k: usize) -> (usize, usize) {
+        let kc = self.kc.min(k.max(1));
+        let a = self.mc.min(m) * kc;
+        let b = kc * self.nc.min(n.div_ceil(self.nr) * self.nr);
+        (a, b)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blocks_respect_invariants_for_many_caches() {
+        for l1 in [16 << 10, 32 << 10, 48 << 10, 64 << 10] {
+            for l2 in [256 << 10, 1 << 20, 2 << 20] {
+                for l3 in [None, Some(4 << 20), Some(480 << 20)] {
+                    let caches = CacheSizes {
+                        l1d: Some(l1),
+                        l2: Some(l2),
+                        l3,
+                        line: 64,
+                    };
+                    for isa in Isa::ALL {
+                        let (mr, nr) = Blocking::tile(isa);
+                        let b = Blocking::derive(mr, nr, &caches);
+                        assert_eq!(b.mc % b.mr, 0, "{b:?}");
+                        assert_eq!(b.nc % b.nr, 0, "{b:?}");
+                        assert_eq!(b.kc % 8, 0, "{b:?}");
+                        assert!(b.kc * b.nr * 4 <= l1.max(64 * nr * 4), "{b:?}");
+                        assert!(b.mc > 0 && b.nc > 0 && b.nc <= NC_MAX);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn small_m_streams_all_of_k() {
+        let b = Blocking::for_shape(Isa::Scalar, 1, 5000);
+        assert_eq!(b.kc, 5000);
+        let b = Blocking::for_shape(Isa::Scalar, 100, 5000);
+        assert!(b.kc < 5000);
+    }
+}

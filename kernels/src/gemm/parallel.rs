@@ -1,0 +1,346 @@
+//! Parallel GEMM over a team of threads the caller owns.
+//!
+//! The result is cut into a `tm x tn` grid of blocks, one per thread
+//! (N in whole NR panels, M in whole register tiles); each thread runs the
+//! serial driver on its block with its own slice of the scratch. Blocks are
+//! disjoint, so threads never synchronise inside the call: one
+//! [`Team::run`] is the only rendezvous. No allocation, no thread creation.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use super::{aligned_scratch, lower, run_on_isa, Blocking, BMatrix, Epilogue, GemmError, MatMut, MatRef, Problem};
+use crate::isa::Isa;
+
+/// A fixed set of threads that runs one job on each of them.
+///
+/// Implement it on the runtime's pinned workers. `run` must call
+/// `job(i)` exactly once for every `i in 0..threads()`, each on its own
+/// thread (the caller may be one of them), and return only after all calls
+/// have returned.
+pub trait Team: Sync {
+    fn threads(&self) -> usize;
+    fn run(&self, job: &(dyn Fn(usize) + Sync));
+}
+
+/// The caller alone.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SingleThread;
+
+impl Team for SingleThread {
+    fn threads(&self) -> usize {
+        1
+    }
+    fn run(&self, job: &(dyn Fn(usize) + Sync)) {
+        job(0)
+    }
+}
+
+/// How the `m x n` result is split: `tm * tn <= threads` blocks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Grid {
+    tm: usize,
+    tn: usize,
+}
+
+impl Grid {
+    /// Picks the factorisation of `threads` with the least per-thread
+    /// memory traffic: A packing (`rows * k` per NC block) plus B reads
+    /// (`cols * k` per MC block), plus B packing when B is not pre-packed.
+    fn choose(m: usize, n: usize, k: usize, threads: usize, blk: &Blocking, packed_b: bool) -> Self {
+        let row_tiles = m.div_ceil(blk.mr).max(1);
+        let panels = n.div_ceil(blk.nr).max(1);
+        let mut best = (usize::MAX, Grid { tm: 1, tn: 1 });
+        for tn in (1..=threads).rev() {
+            if threads % tn != 0 {
+                continue;
+            }
+            let tm = threads / tn;
+            if tn > panels || tm > row_tiles {
+                continue;
+            }
+            let rows = m.div_ceil(tm);
+            let cols = n.div_ceil(tn);
+            let mut cost = rows * k * cols.div_ceil(blk.nc) + cols * k * rows.div_ceil(blk.mc);
+            if !packed_b {
+                cost += cols * k;
+            }
+            if cost < best.0 {
+                best = (cost, Grid { tm, tn });
+            }
+        }
+        best.1
+    }
+
+    fn blocks(self) -> usize {
+        self.tm * self.tn
+    }
+
+    /// Block `t`'s `(i0, j0, rows, cols)`.
+    fn block(self, t: usize, m: usize, n: usize, mr: usize, nr: usize) -> (usize, usize, usize, usize) {
+        let (bi, bj) = (t / self.tn, t % self.tn);
+        let (i0, i1) = split(m, mr, self.tm, bi);
+        let (j0, j1) = split(n, nr, self.tn, bj);
+        (i0, j0, i1 - i0, j1 - j0)
+    }
+}
+
+/// Part `idx` of `len` cut into `parts` runs of whole `unit`s, as even as
+/// possible.
+fn split(len: usize, unit: usize, parts: usize, idx: usize) -> (usize, usize) {
+    let units = len.div_ceil(unit);
+    let lo = (idx * units / parts * unit).min(len);
+    let hi = ((idx + 1) * units / parts * unit).min(len);
+    (lo, hi)
+}
+
+/// Bytes of workspace one [`sgemm_parallel`] call on `threads` threads
+/// needs (every thread's share, each aligned).
+pub fn gemm_scratch_bytes_parallel(m: usize, n: usize, k: usize, isa: Isa, threads: usize) -> usize {
+    per_thread_floats(m, n, k, isa, threads.max(1), false) * 4 * threads.max(1) + super::PANEL_ALIGN
+}
+
+/// The largest per-thread scratch (floats, multiple of 16) over the grid.
+fn per_thread_floats(m: usize, n: usize, k: usize, isa: Isa, threads: usize, packed_b: bool) -> usize {
+    let whole = Blocking::for_shape(isa, m, k);
+    let grid = Grid::choose(m, n, k, threads, &whole, packed_b);
+    (0..grid.blocks())
+        .map(|t| {
+            let (_, _, rows, cols) = grid.block(t, m, n, whole.mr, whole.nr);
+            let blk = Blocking::for_shape(isa, rows, k);
+            let (a, b) = blk.scratch_floats(rows, cols, k);
+            a.next_multiple_of(16) + if packed_b { 0 } else { b.next_multiple_of(16) }
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+/// [`super::sgemm`] split over `team`'s threads. `scratch` must hold
+/// [`gemm_scratch_bytes_parallel`]`(m, n, k, isa, team.threads())` bytes.
+#[allow(clippy::too_many_arguments)]
+pub fn sgemm_parallel(
+    team: &dyn Team,
+    isa: Isa,
+    alpha: f32,
+    a: MatRef<'_>,
+    b: BMatrix<'_, '_>,
+    beta: f32,
+    mut c: MatMut<'_>,
+    epilogue: &Epilogue<'_>,
+    scratch: &mut [u8],
+) -> Result<(), GemmError> {
+    let packed_b = matches!(b, BMatrix::Packed(_));
+    let problem = lower(isa, alpha, a, b, beta, &mut c, epilogue)?;
+    let (m, n, k) = (problem.m, problem.n, problem.k);
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    let threads = team.threads().max(1);
+    let share = per_thread_floats(m, n, k, isa, threads, packed_b);
+    let base = aligned_scratch(scratch, share * threads)?;
+    let whole = Blocking::for_shape(isa, m, k);
+    let grid = Grid::choose(m, n, k, threads, &whole, packed_b);
+    let base = SendPtr(base);
+    let job = |t: usize| {
+        if t >= grid.blocks() {
+            return;
+        }
+        let (i0, j0, rows, cols) = grid.block(t, m, n, whole.mr, whole.nr);
+        if rows == 0 || cols == 0 {
+            return;
+        }
+        let sub: Problem = problem.block(i0, j0, rows, cols, whole.nr);
+        let blk = Blocking::for_shape(isa, rows, k);
+        let mine = base.get().wrapping_add(t * share);
+        // SAFETY: `sub` is block `t` of a validated problem; blocks are
+        // disjoint, so no other thread touches its C; `mine` is thread `t`'s
+        // own `share` floats (aligned: share is a multiple of 16 floats).
+        unsafe { run_on_isa(isa, &sub, &blk, mine) };
+    };
+    team.run(&job);
+    Ok(())
+}
+
+#[derive(Clone, Copy)]
+struct SendPtr(*mut f32);
+// SAFETY: each thread offsets it to its own disjoint share of the scratch.
+unsafe impl Send for SendPtr {}
+// SAFETY: as above.
+unsafe impl Sync for SendPtr {}
+
+impl SendPtr {
+    /// A method, so closures capture the whole `Sync` wrapper, not the field.
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// A persistent team: threads created once, woken per job.
+///
+/// Workers spin for [`ThreadTeam::SPIN`] after each job (a GEMM layer
+/// follows another within microseconds), then sleep on a condvar.
+/// The caller runs index 0 itself.
+pub struct ThreadTeam {
+    shared: Arc<Shared>,
+    handles: Vec<JoinHandle<()>>,
+    threads: usize,
+}
+
+struct Shared {
+    /// Bumped once per job; workers run the job when they see a new value.
+    generation: AtomicUsize,
+    /// Workers that finished the current job.
+    done: AtomicUsize,
+    job: Mutex<Option<JobPtr>>,
+    wake: Condvar,
+    shutdown: std::sync::atomic::AtomicBool,
+}
+
+#[derive(Clone, Copy)]
+struct JobPtr(*const (dyn Fn(usize) + Sync + 'static));
+// SAFETY: the pointee is `Sync` and outlives every use (see `ThreadTeam::run`).
+unsafe impl Send for JobPtr {}
+
+impl ThreadTeam {
+    /// How long an idle worker spins before sleeping.
+    pub const SPIN: Duration = Duration::from_micros(200);
+
+    /// Starts `threads - 1` workers (the caller is the `threads`-th).
+    pub fn new(threads: usize) -> std::io::Result<Self> {
+        let threads = threads.max(1);
+        let shared = Arc::new(Shared {
+            generation: AtomicUsize::new(0),
+            done: AtomicUsize::new(0),
+            job: Mutex::new(None),
+            wake: Condvar::new(),
+            shutdown: std::sync::atomic::AtomicBool::new(false),
+        });
+        let mut handles = Vec::with_capacity(threads - 1);
+        for index in 1..threads {
+            let shared = Arc::clone(&shared);
+            handles.push(
+                std::thread::Builder::new()
+                    .name(format!("gemm-team-{index}"))
+                    .spawn(move || worker(&shared, index))?,
+            );
+        }
+        Ok(Self {
+            shared,
+            handles,
+            threads,
+        })
+    }
+}
+
+fn worker(shared: &Shared, index: usize) {
+    let mut seen = 0;
+    loop {
+        let start = Instant::now();
+        while shared.generation.load(Ordering::Acquire) == seen && start.elapsed() < ThreadTeam::SPIN {
+            std::hint::spin_loop();
+        }
+        let job = {
+            let mut slot = shared.job.lock().unwrap_or_else(|e| e.into_inner());
+            while shared.generation.load(Ordering::Acquire) == seen && !shared.shutdown.load(Ordering::Acquire) {
+                slot = shared.wake.wait(slot).unwrap_or_else(|e| e.into_inner());
+            }
+            if shared.shutdown.load(Ordering::Acquire) {
+                return;
+            }
+            seen = shared.generation.load(Ordering::Acquire);
+            *slot
+        };
+        if let Some(JobPtr(job)) = job {
+            // SAFETY: `run` keeps the job alive until `done` counts this worker.
+            unsafe { (*job)(index) };
+        }
+        shared.done.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
+impl Team for ThreadTeam {
+    fn threads(&self) -> usize {
+        self.threads
+    }
+
+    fn run(&self, job: &(dyn Fn(usize) + Sync)) {
+        if self.threads == 1 {
+            job(0);
+            return;
+        }
+        // SAFETY: only the lifetime is erased; this function does not return
+        // before every worker has finished with the pointer (the `done` wait).
+        let erased: &(dyn Fn(usize) + Sync + 'static) = unsafe { core::mem::transmute(job) };
+        self.shared.done.store(0, Ordering::Release);
+        {
+            let mut slot = self.shared.job.lock().unwrap_or_else(|e| e.into_inner());
+            *slot = Some(JobPtr(erased));
+            self.shared.generation.fetch_add(1, Ordering::AcqRel);
+        }
+        self.shared.wake.notify_all();
+        job(0);
+        while self.shared.done.load(Ordering::Acquire) < self.threads - 1 {
+            std::hint::spin_loop();
+        }
+        *self.shared.job.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+}
+
+impl Drop for ThreadTeam {
+    fn drop(&mut self) {
+        {
+            let _slot = self.shared.job.lock().unwrap_or_else(|e| e.into_inner());
+            self.shared.shutdown.store(true, Ordering::Release);
+        }
+        self.shared.wake.notify_all();
+        for h in self.handles.drain(..) {
+            let _ = h.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_covers_in_whole_units() {
+        for len in [0, 1, 5, 31, 32, 33, 100, 1000] {
+            for parts in 1..5 {
+                let mut next = 0;
+                for idx in 0..parts {
+                    let (lo, hi) = split(len, 16, parts, idx);
+                    assert_eq!(lo, next);
+                    assert!(lo % 16 == 0 || lo == len);
+                    next = hi;
+                }
+                assert_eq!(next, len);
+            }
+        }
+    }
+
+    #[test]
+    fn grid_splits_n_for_small_m() {
+        let blk = Blocking::for_isa(Isa::Scalar);
+        assert_eq!(Grid::choose(1, 4096, 4096, 2, &blk, true), Grid { tm: 1, tn: 2 });
+        assert_eq!(Grid::choose(64, 384, 1536, 2, &blk, true), Grid { tm: 1, tn: 2 });
+        // One NR panel of N: split M.
+        assert_eq!(Grid::choose(1000, 4, 64, 2, &blk, true), Grid { tm: 2, tn: 1 });
+    }
+
+    #[test]
+    fn team_runs_every_index_once_per_job() {
+        let team = ThreadTeam::new(3).expect("spawn");
+        let hits: [AtomicUsize; 3] = Default::default();
+        for round in 1..=50 {
+            team.run(&|i| {
+                hits[i].fetch_add(1, Ordering::Relaxed);
+            });
+            for h in &hits {
+                assert_eq!(h.load(Ordering::Relaxed), round);
+            }
+        }
+    }
+}
