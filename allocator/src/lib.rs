@@ -11,8 +11,10 @@
 pub mod cpulist;
 mod nodemask;
 pub mod numa;
+pub mod region;
 pub mod topology;
 
 pub use cpulist::{IdList, ListParseError};
 pub use numa::{MbindFlags, MemPolicy, NodeMask, NumaError};
+pub use region::{AllocError, Backing, HugePages, Placement, Region, RegionOptions};
 pub use topology::{Node, SysRoot, Topology, TopologyError};
