@@ -5,6 +5,8 @@
 pub mod affinity;
 pub mod clock;
 pub mod cpuset;
+mod memory;
+pub mod model;
 pub mod perf;
 pub mod ring;
 mod sync;

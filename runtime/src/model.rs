@@ -1,0 +1,371 @@
+//! What a partition serves: the [`Model`] trait, its per-worker scratch, and
+//! a built-in dense MLP on the fp32 GEMM so the runtime runs end to end.
+
+use pinned_kernels::gemm::{self, BMatrix, Epilogue, GemmError, MatMut, MatRef, PackedB};
+use pinned_kernels::{Isa, IsaError};
+
+use crate::memory::{MemoryError, NodeBuffer};
+use pinned_allocator::MemPolicy;
+
+/// Why a model refused or failed a batch. The request gets an error status;
+/// the worker goes on.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error(transparent)]
+    Gemm(#[from] GemmError),
+    #[error(transparent)]
+    Isa(#[from] IsaError),
+    #[error("bad model shape: {0}")]
+    Shape(String),
+    #[error("scratch too small: {needed} {what} needed, {got} given")]
+    Scratch {
+        what: &'static str,
+        needed: usize,
+        got: usize,
+    },
+}
+
+/// Workspace a model needs for one batch of at most `max_batch` requests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ScratchSize {
+    /// fp32 activations.
+    pub floats: usize,
+    /// Opaque bytes (GEMM packing workspace).
+    pub bytes: usize,
+}
+
+/// A worker's scratch, mapped on its node after it pinned itself. Models
+/// carve it as they like; nothing in it survives from one batch to the next.
+pub struct Scratch {
+    floats: NodeBuffer<f32>,
+    bytes: NodeBuffer<u8>,
+}
+
+impl Scratch {
+    pub(crate) fn new(size: ScratchSize, policy: &MemPolicy) -> Result<Self, MemoryError> {
+        Ok(Self {
+            floats: NodeBuffer::new(size.floats, policy, "scratch floats")?,
+            bytes: NodeBuffer::new(size.bytes, policy, "scratch bytes")?,
+        })
+    }
+
+    /// Scratch on the OS's default placement, for running a model outside a
+    /// partition (tests, reference runs).
+    pub fn standalone(size: ScratchSize) -> Result<Self, MemoryError> {
+        Self::new(size, &MemPolicy::Default)
+    }
+
+    /// The activation floats and the byte workspace, both exclusively.
+    pub fn parts(&mut self) -> (&mut [f32], &mut [u8]) {
+        (self.floats.as_mut_slice(), self.bytes.as_mut_slice())
+    }
+}
+
+/// A model a partition serves. `run` is called by one worker at a time per
+/// scratch, possibly by several workers at once on different batches.
+pub trait Model: Send + Sync {
+    fn name(&self) -> &str;
+    /// fp32 values of one request's input.
+    fn input_len(&self) -> usize;
+    /// fp32 values of one request's output.
+    fn output_len(&self) -> usize;
+    fn scratch_size(&self, max_batch: usize) -> ScratchSize;
+    /// Runs `batch` requests: `inputs` is `batch * input_len` values
+    /// row-major, `outputs` `batch * output_len`. Must not allocate.
+    fn run(
+        &self,
+        batch: usize,
+        inputs: &[f32],
+        outputs: &mut [f32],
+        scratch: &mut Scratch,
+    ) -> Result<(), ModelError>;
+}
+
+/// The default layer widths: 1024 -> 4096 -> 1024 -> 4096 -> 1024 with GELU
+/// between layers (the model issue's reference MLP).
+pub const DEFAULT_MLP: [usize; 5] = [1024, 4096, 1024, 4096, 1024];
+
+struct Layer {
+    weights: PackedB<'static>,
+    bias: Vec<f32>,
+    /// Raw weights kept for the scalar reference (`k x n`, row-major).
+    plain: Vec<f32>,
+}
+
+/// A dense MLP: `y = W_L(...gelu(W_1 x + b_1)...) + b_L`, GELU (erf) after
+/// every layer but the last, weights packed once at load.
+pub struct DenseMlp {
+    widths: Vec<usize>,
+    layers: Vec<Layer>,
+    isa: Isa,
+    name: String,
+}
+
+impl DenseMlp {
+    /// An MLP with these widths (input, hidden..., output) and deterministic
+    /// weights from `seed`; the GEMM kernel is `PINNED_ISA` or the best here.
+    pub fn new(widths: &[usize], seed: u64) -> Result<Self, ModelError> {
+        Self::with_isa(widths, seed, Isa::from_env()?)
+    }
+
+    pub fn with_isa(widths: &[usize], seed: u64, isa: Isa) -> Result<Self, ModelError> {
+        if widths.len() < 2 || widths.contains(&0) {
+            return Err(ModelError::Shape(format!(
+                "an MLP needs at least two non-zero widths, got {widths:?}"
+            )));
+        }
+        let mut rng = SplitMix(seed);
+        let mut layers = Vec::new();
+        for pair in widths.windows(2) {
+            let (k, n) = (pair[0], pair[1]);
+            // Uniform in +-1/sqrt(k) keeps activations O(1) through depth.
+            let scale = 1.0 / (k as f32).sqrt();
+            let plain: Vec<f32> = (0..k * n).map(|_| rng.unit() * scale).collect();
+            let bias: Vec<f32> = (0..n).map(|_| rng.unit() * 0.1).collect();
+            let weights = PackedB::new(&plain, n, k, n, isa)?;
+            layers.push(Layer {
+                weights,
+                bias,
+                plain,
+            });
+        }
+        let name = format!(
+            "dense-mlp-{}",
+            widths
+                .iter()
+                .map(usize::to_string)
+                .collect::<Vec<_>>()
+                .join("-")
+        );
+        Ok(Self {
+            widths: widths.to_vec(),
+            layers,
+            isa,
+            name,
+        })
+    }
+
+    pub fn widths(&self) -> &[usize] {
+        &self.widths
+    }
+
+    fn hidden_max(&self) -> usize {
+        let inner = &self.widths[1..self.widths.len() - 1];
+        inner.iter().copied().max().unwrap_or(0)
+    }
+
+    /// Straightforward scalar evaluation of one input, for tests.
+    pub fn reference(&self, input: &[f32]) -> Vec<f32> {
+        let mut x = input.to_vec();
+        for (i, layer) in self.layers.iter().enumerate() {
+            let (k, n) = (self.widths[i], self.widths[i + 1]);
+            let mut y = layer.bias.clone();
+            for (kk, &xv) in x.iter().enumerate().take(k) {
+                for (j, yv) in y.iter_mut().enumerate() {
+                    *yv += xv * layer.plain[kk * n + j];
+                }
+            }
+            if i + 1 < self.layers.len() {
+                y.iter_mut().for_each(|v| *v = gelu_erf(*v));
+            }
+            x = y;
+        }
+        x
+    }
+}
+
+impl Model for DenseMlp {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn input_len(&self) -> usize {
+        self.widths[0]
+    }
+
+    fn output_len(&self) -> usize {
+        self.widths[self.widths.len() - 1]
+    }
+
+    fn scratch_size(&self, max_batch: usize) -> ScratchSize {
+        let m = max_batch.max(1);
+        let gemm_bytes = self
+            .widths
+            .windows(2)
+            .map(|p| gemm::gemm_scratch_bytes(m, p[1], p[0], self.isa))
+            .max()
+            .unwrap_or(0);
+        ScratchSize {
+            // Two ping-pong activation buffers of the widest hidden layer.
+            floats: 2 * m * self.hidden_max(),
+            bytes: gemm_bytes,
+        }
+    }
+
+    fn run(
+        &self,
+        batch: usize,
+        inputs: &[f32],
+        outputs: &mut [f32],
+        scratch: &mut Scratch,
+    ) -> Result<(), ModelError> {
+        let need = self.scratch_size(batch);
+        let (floats, bytes) = scratch.parts();
+        if floats.len() < need.floats {
+            return Err(ModelError::Scratch {
+                what: "floats",
+                needed: need.floats,
+                got: floats.len(),
+            });
+        }
+        let half = batch * self.hidden_max();
+        let (mut ping, rest) = floats.split_at_mut(half);
+        let mut pong = &mut rest[..half];
+        let last = self.layers.len() - 1;
+        for (i, layer) in self.layers.iter().enumerate() {
+            let (k, n) = (self.widths[i], self.widths[i + 1]);
+            let a = if i == 0 { inputs } else { &ping[..batch * k] };
+            let a = MatRef::new(a, batch, k, k)?;
+            let epilogue = Epilogue::new().bias(&layer.bias);
+            let epilogue = if i == last {
+                epilogue
+            } else {
+                epilogue.gelu_erf()
+            };
+            let c = if i == last {
+                &mut outputs[..]
+            } else {
+                &mut pong[..batch * n]
+            };
+            let c = MatMut::new(c, batch, n, n)?;
+            gemm::sgemm(
+                self.isa,
+                1.0,
+                a,
+                BMatrix::Packed(&layer.weights),
+                0.0,
+                c,
+                &epilogue,
+                bytes,
+            )?;
+            std::mem::swap(&mut ping, &mut pong);
+        }
+        Ok(())
+    }
+}
+
+/// `x * Phi(x)` with the error function from Abramowitz & Stegun 7.1.26
+/// (|error| < 1.5e-7), good enough for a reference at 1e-3 tolerance.
+fn gelu_erf(x: f32) -> f32 {
+    let z = f64::from(x) / std::f64::consts::SQRT_2;
+    let t = 1.0 / (1.0 + 0.327_591_1 * z.abs());
+    let poly = t
+        * (0.254_829_592
+            + t * (-0.284_496_736
+                + t * (1.421_413_741 + t * (-1.453_152_027 + t * 1.061_405_429))));
+    let erf = 1.0 - poly * (-z * z).exp();
+    let erf = if z < 0.0 { -erf } else { erf };
+    (0.5 * f64::from(x) * (1.0 + erf)) as f32
+}
+
+/// SplitMix64 (Steele, Lea, Flood 2014): deterministic weights without a
+/// dependency.
+struct SplitMix(u64);
+
+impl SplitMix {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [-1, 1).
+    fn unit(&mut self) -> f32 {
+        ((self.next() >> 40) as f32 / (1u64 << 23) as f32) - 1.0
+    }
+}
+
+/// `output[i] = input[i] * scale + shift` over `len` values: a model whose
+/// answer proves which input it came from (exactly-once and ring tests,
+/// the empty-request benchmark with `len = 0`).
+pub struct Affine {
+    pub len: usize,
+    pub scale: f32,
+    pub shift: f32,
+}
+
+impl Model for Affine {
+    fn name(&self) -> &str {
+        "affine"
+    }
+    fn input_len(&self) -> usize {
+        self.len
+    }
+    fn output_len(&self) -> usize {
+        self.len
+    }
+    fn scratch_size(&self, _max_batch: usize) -> ScratchSize {
+        ScratchSize::default()
+    }
+    fn run(
+        &self,
+        batch: usize,
+        inputs: &[f32],
+        outputs: &mut [f32],
+        _scratch: &mut Scratch,
+    ) -> Result<(), ModelError> {
+        let n = batch * self.len;
+        for (o, i) in outputs[..n].iter_mut().zip(&inputs[..n]) {
+            *o = i * self.scale + self.shift;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mlp_matches_scalar_reference_for_odd_batches() {
+        let mlp = DenseMlp::new(&[13, 37, 7], 42).unwrap();
+        assert_eq!((mlp.input_len(), mlp.output_len()), (13, 7));
+        for batch in [1usize, 3, 5] {
+            let mut scratch = Scratch::standalone(mlp.scratch_size(batch)).unwrap();
+            let inputs: Vec<f32> = (0..batch * 13).map(|i| (i as f32 * 0.37).sin()).collect();
+            let mut out = vec![0.0; batch * 7];
+            mlp.run(batch, &inputs, &mut out, &mut scratch).unwrap();
+            for b in 0..batch {
+                let want = mlp.reference(&inputs[b * 13..(b + 1) * 13]);
+                for (got, want) in out[b * 7..(b + 1) * 7].iter().zip(&want) {
+                    assert!((got - want).abs() < 1e-3, "batch {batch}: {got} vs {want}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn mlp_refuses_bad_shapes_and_small_scratch() {
+        assert!(matches!(DenseMlp::new(&[4], 1), Err(ModelError::Shape(_))));
+        assert!(matches!(
+            DenseMlp::new(&[4, 0, 2], 1),
+            Err(ModelError::Shape(_))
+        ));
+        let mlp = DenseMlp::new(&[4, 8, 2], 1).unwrap();
+        let mut small = Scratch::standalone(mlp.scratch_size(1)).unwrap();
+        let mut out = vec![0.0; 4];
+        assert!(matches!(
+            mlp.run(2, &[0.0; 8], &mut out, &mut small),
+            Err(ModelError::Scratch { .. })
+        ));
+    }
+
+    #[test]
+    fn default_widths_name_the_model() {
+        assert_eq!(DEFAULT_MLP, [1024, 4096, 1024, 4096, 1024]);
+        let small = DenseMlp::new(&[2, 3], 7).unwrap();
+        assert_eq!(small.name(), "dense-mlp-2-3");
+    }
+}
