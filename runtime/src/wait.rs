@@ -62,38 +62,44 @@ const SPINS_PER_CLOCK_READ: u32 = 32;
 /// Tracks a spin against its time budget.
 pub(crate) struct Spinner {
     start_ns: u64,
-    budget_ns: u64,
+    /// Absolute time the spin ends: start + budget, or an earlier deadline.
+    end_ns: u64,
     count: u32,
 }
 
 impl Spinner {
     #[inline]
     pub(crate) fn new(strategy: WaitStrategy) -> Self {
+        Self::with_deadline(strategy, u64::MAX)
+    }
+
+    /// A spin that also ends at `deadline_ns` (a `now_ns` value).
+    #[inline]
+    pub(crate) fn with_deadline(strategy: WaitStrategy, deadline_ns: u64) -> Self {
+        let start_ns = now_ns();
         Self {
-            start_ns: now_ns(),
-            budget_ns: strategy.spin_budget_ns(),
+            start_ns,
+            end_ns: start_ns
+                .saturating_add(strategy.spin_budget_ns())
+                .min(deadline_ns),
             count: 0,
         }
     }
 
-    /// One spin; false once the budget is spent.
+    /// One spin; false once the budget is spent or the deadline passed.
     #[inline]
     pub(crate) fn spin(&mut self) -> bool {
         std::hint::spin_loop();
-        self.count += 1;
-        if self.count % SPINS_PER_CLOCK_READ != 0 || self.budget_ns == u64::MAX {
+        self.count = self.count.wrapping_add(1);
+        if self.count % SPINS_PER_CLOCK_READ != 0 || self.end_ns == u64::MAX {
             return true;
         }
-        now_ns().saturating_sub(self.start_ns) < self.budget_ns
+        now_ns() < self.end_ns
     }
 
     /// Nanoseconds since the spin started.
     pub(crate) fn elapsed_ns(&self) -> u64 {
         now_ns().saturating_sub(self.start_ns)
-    }
-
-    pub(crate) fn start_ns(&self) -> u64 {
-        self.start_ns
     }
 }
 
