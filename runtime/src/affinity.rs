@@ -64,6 +64,26 @@ pub fn current_affinity() -> Result<IdList, AffinityError> {
     Ok(from_cpu_set(&set))
 }
 
+/// The CPUs thread `tid` (a kernel thread id, see [`current_tid`]) may run on.
+pub fn thread_affinity(tid: i32) -> Result<IdList, AffinityError> {
+    // SAFETY: all-zero is a valid empty cpu_set_t.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is writable and exactly the size passed; an unknown tid
+    // is reported as ESRCH, not undefined behaviour.
+    let rc =
+        unsafe { libc::sched_getaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+    if rc != 0 {
+        return Err(AffinityError::Get(std::io::Error::last_os_error()));
+    }
+    Ok(from_cpu_set(&set))
+}
+
+/// The calling thread's kernel id ([gettid(2)](https://man7.org/linux/man-pages/man2/gettid.2.html)).
+pub fn current_tid() -> i32 {
+    // SAFETY: gettid takes no arguments and cannot fail.
+    unsafe { libc::gettid() }
+}
+
 /// Pins the calling thread to `cpus`
 /// ([sched_setaffinity(2)](https://man7.org/linux/man-pages/man2/sched_setaffinity.2.html))
 /// and checks with `sched_getaffinity` that the kernel kept exactly that set.

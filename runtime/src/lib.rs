@@ -26,6 +26,7 @@ pub mod clock;
 pub mod cpuset;
 mod memory;
 pub mod model;
+pub mod models;
 pub mod partition;
 pub mod perf;
 pub mod request;
@@ -38,7 +39,9 @@ pub mod telemetry;
 pub mod wait;
 mod worker;
 
-pub use affinity::{current_affinity, current_cpu, pin_current_thread, AffinityError};
+pub use affinity::{
+    current_affinity, current_cpu, current_tid, pin_current_thread, thread_affinity, AffinityError,
+};
 pub use cpuset::{CpuContext, CpuSetError};
 pub use memory::MemoryError;
 pub use model::{Affine, DenseMlp, Model, ModelError, Scratch, ScratchSize, DEFAULT_MLP};

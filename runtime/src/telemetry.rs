@@ -91,6 +91,7 @@ pub(crate) struct WorkerRecord {
     involuntary_switches: AtomicU64,
     migrations: AtomicU64,
     last_cpu: AtomicU64,
+    tid: AtomicU64,
 }
 
 impl WorkerRecord {
@@ -107,6 +108,7 @@ impl WorkerRecord {
             involuntary_switches: AtomicU64::new(UNKNOWN),
             migrations: AtomicU64::new(UNKNOWN),
             last_cpu: AtomicU64::new(UNKNOWN),
+            tid: AtomicU64::new(UNKNOWN),
         }
     }
 
@@ -126,6 +128,10 @@ impl WorkerRecord {
         if parked {
             self.parks.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    pub(crate) fn set_tid(&self, tid: i32) {
+        self.tid.store(tid as u64, Ordering::Relaxed);
     }
 
     pub(crate) fn set_last_cpu(&self, cpu: Option<usize>) {
@@ -172,6 +178,7 @@ impl WorkerRecord {
             involuntary_switches: opt(&self.involuntary_switches),
             migrations: opt(&self.migrations),
             last_cpu: opt(&self.last_cpu).map(|c| c as usize),
+            tid: opt(&self.tid).map(|t| t as i32),
         }
     }
 }
@@ -201,6 +208,8 @@ pub struct WorkerTelemetry {
     /// `perf_event_open` software counter; `None` where the kernel refuses it.
     pub migrations: Option<u64>,
     pub last_cpu: Option<usize>,
+    /// Kernel thread id (for `sched_getaffinity`, `/proc/self/task/<tid>`).
+    pub tid: Option<i32>,
 }
 
 /// A partition's telemetry: latencies merged over its workers.

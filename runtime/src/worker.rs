@@ -88,6 +88,7 @@ impl Worker {
             migrations,
             last_refresh_ns: now_ns(),
         };
+        worker.record().set_tid(crate::affinity::current_tid());
         worker
             .record()
             .refresh_os_counters(worker.migrations.as_ref());

@@ -1,0 +1,288 @@
+//! A dense MLP described by a small JSON manifest (layers, tensor names,
+//! activations) over a safetensors file, packed per precision into
+//! node-placed memory like MiniLM. The built-in default with deterministic
+//! weights is the runtime's [`DenseMlp`](crate::DenseMlp).
+//!
+//! ```json
+//! { "weights": "mlp.safetensors",
+//!   "layers": [ { "weight": "fc1.weight", "bias": "fc1.bias", "activation": "gelu" },
+//!               { "weight": "fc2.weight", "bias": "fc2.bias", "activation": "none" } ] }
+//! ```
+//! Weights are PyTorch `Linear` layout, `[out][in]`; a layer's `in` must be
+//! the previous layer's `out`.
+
+use std::path::{Path, PathBuf};
+
+use pinned_kernels::gemm::{Activation, Epilogue, MatMut, MatRef, SingleThread};
+use pinned_kernels::precision::PackedWeights;
+
+use super::minilm::LoadOptions;
+use super::safetensors_load::{LoadError, LoadErrorKind, WeightsFile};
+use super::store::{self, matrix_bytes, vector_bytes, NodeStore};
+use crate::model::{Model, ModelError, Scratch, ScratchSize};
+
+/// The manifest file.
+#[derive(Clone, Debug, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MlpManifest {
+    /// Weights file, relative to the manifest's directory.
+    pub weights: PathBuf,
+    pub layers: Vec<MlpLayerSpec>,
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MlpLayerSpec {
+    pub weight: String,
+    pub bias: Option<String>,
+    /// `none`, `relu`, `gelu` (erf), `gelu_tanh`.
+    #[serde(default = "none")]
+    pub activation: String,
+}
+
+fn none() -> String {
+    "none".into()
+}
+
+fn activation(name: &str) -> Option<Activation> {
+    Some(match name {
+        "none" => Activation::None,
+        "relu" => Activation::Relu,
+        "gelu" | "gelu_erf" => Activation::GeluErf,
+        "gelu_tanh" => Activation::GeluTanh,
+        _ => return None,
+    })
+}
+
+struct Layer {
+    weights: PackedWeights<'static>,
+    bias: Option<&'static [f32]>,
+    activation: Activation,
+}
+
+/// A copy of the layers and its memory. Invariant: `layers` borrow
+/// `store`, and drop first (declaration order).
+struct Replica {
+    layers: Vec<Layer>,
+    _store: NodeStore,
+}
+
+/// An MLP loaded from a manifest, served as a runtime model (input and
+/// output f32 vectors of the first `in` and last `out` widths).
+pub struct SafetensorsMlp {
+    widths: Vec<usize>,
+    options: LoadOptions,
+    replicas: Vec<Replica>,
+    copy_of_cpu: Vec<u8>,
+    name: String,
+}
+
+impl SafetensorsMlp {
+    /// Reads `manifest` (JSON) and the weights file it names.
+    pub fn load(manifest: impl AsRef<Path>, options: LoadOptions) -> Result<Self, LoadError> {
+        let manifest = manifest.as_ref();
+        let err = |kind| LoadError::new(manifest, None, kind);
+        let text = std::fs::read_to_string(manifest).map_err(|e| err(LoadErrorKind::Io(e)))?;
+        let spec: MlpManifest =
+            serde_json::from_str(&text).map_err(|e| err(LoadErrorKind::Config(e.to_string())))?;
+        if spec.layers.is_empty() {
+            return Err(err(LoadErrorKind::Config("no layers".into())));
+        }
+        let dir = manifest.parent().unwrap_or(Path::new("."));
+        let file = WeightsFile::open(dir.join(&spec.weights))?;
+
+        // Widths from the shapes: [out][in] each, chained.
+        let mut widths = Vec::with_capacity(spec.layers.len() + 1);
+        let mut acts = Vec::with_capacity(spec.layers.len());
+        for l in &spec.layers {
+            let shape = file.shape(&l.weight)?;
+            let [out, inp] = shape[..] else {
+                return Err(file.error(
+                    &l.weight,
+                    LoadErrorKind::Shape {
+                        expected: vec![0, 0],
+                        found: shape,
+                    },
+                ));
+            };
+            if out == 0 || inp == 0 || widths.last().is_some_and(|&prev| prev != inp) {
+                let expected = vec![out, *widths.last().unwrap_or(&inp)];
+                return Err(file.error(
+                    &l.weight,
+                    LoadErrorKind::Shape {
+                        expected,
+                        found: shape,
+                    },
+                ));
+            }
+            if widths.is_empty() {
+                widths.push(inp);
+            }
+            widths.push(out);
+            let act = activation(&l.activation).ok_or_else(|| {
+                err(LoadErrorKind::Config(format!(
+                    "unknown activation `{}`",
+                    l.activation
+                )))
+            })?;
+            acts.push(act);
+        }
+
+        let bytes: usize = widths
+            .windows(2)
+            .map(|p| {
+                matrix_bytes(p[0], p[1], options.precision, &options.paths) + vector_bytes(p[1])
+            })
+            .sum();
+        let copies = options
+            .placement
+            .copies()
+            .map_err(|k| LoadError::new(file.path(), None, k))?;
+        let mut replicas = Vec::with_capacity(copies.len());
+        for (policy, _) in &copies {
+            let mut store =
+                NodeStore::new(bytes, policy).map_err(|k| LoadError::new(file.path(), None, k))?;
+            let mut layers = Vec::with_capacity(spec.layers.len());
+            for (idx, l) in spec.layers.iter().enumerate() {
+                let (inp, out) = (widths[idx], widths[idx + 1]);
+                let w = file.tensor_f32(&l.weight, &[out, inp])?;
+                let view = MatRef::new(&w, out, inp, inp)
+                    .map_err(|e| file.error(&l.weight, LoadErrorKind::Gemm(e)))?;
+                // SAFETY: the layers go into a `Replica` beside `store`,
+                // which drops them first (Replica's invariant).
+                let weights = unsafe { store.matrix(view.t(), options.precision, &options.paths) }
+                    .map_err(|k| file.error(&l.weight, k))?;
+                let bias = match &l.bias {
+                    Some(name) => {
+                        let b = file.tensor_f32(name, &[out])?;
+                        // SAFETY: as above.
+                        Some(unsafe { store.vector(&b) }.map_err(|k| file.error(name, k))?)
+                    }
+                    None => None,
+                };
+                layers.push(Layer {
+                    weights,
+                    bias,
+                    activation: acts[idx],
+                });
+            }
+            replicas.push(Replica {
+                layers,
+                _store: store,
+            });
+        }
+        let copy_nodes: Vec<Option<usize>> = copies.iter().map(|c| c.1).collect();
+        let name = spec.name.clone().unwrap_or_else(|| {
+            let w: Vec<String> = widths.iter().map(usize::to_string).collect();
+            format!("mlp-{}-{}", w.join("-"), options.precision)
+        });
+        Ok(Self {
+            widths,
+            copy_of_cpu: store::copy_index_by_cpu(&copy_nodes),
+            replicas,
+            options,
+            name,
+        })
+    }
+
+    pub fn widths(&self) -> &[usize] {
+        &self.widths
+    }
+    pub fn options(&self) -> &LoadOptions {
+        &self.options
+    }
+
+    fn widest(&self) -> usize {
+        self.widths.iter().copied().max().unwrap_or(0)
+    }
+}
+
+impl Model for SafetensorsMlp {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn input_len(&self) -> usize {
+        self.widths[0]
+    }
+    fn output_len(&self) -> usize {
+        self.widths[self.widths.len() - 1]
+    }
+
+    fn scratch_size(&self, max_batch: usize) -> ScratchSize {
+        let m = max_batch.max(1);
+        let bytes = self.replicas.first().map_or(0, |r| {
+            r.layers
+                .iter()
+                .map(|l| l.weights.scratch_bytes(m, 1, &self.options.paths))
+                .max()
+                .unwrap_or(0)
+        });
+        ScratchSize {
+            floats: 2 * m * self.widest(),
+            bytes,
+        }
+    }
+
+    fn run(
+        &self,
+        batch: usize,
+        inputs: &[f32],
+        outputs: &mut [f32],
+        scratch: &mut Scratch,
+    ) -> Result<(), ModelError> {
+        let need = self.scratch_size(batch);
+        let (floats, bytes) = scratch.parts();
+        if floats.len() < need.floats || bytes.len() < need.bytes {
+            return Err(ModelError::Scratch {
+                what: "mlp floats or bytes",
+                needed: need.floats.max(need.bytes),
+                got: floats.len().min(bytes.len()),
+            });
+        }
+        let (n_in, n_out) = (self.input_len(), self.output_len());
+        if inputs.len() < batch * n_in || outputs.len() < batch * n_out {
+            return Err(ModelError::Shape(format!(
+                "batch {batch}: {} inputs, {} outputs",
+                inputs.len(),
+                outputs.len()
+            )));
+        }
+        let copy = store::current_copy(&self.copy_of_cpu).min(self.replicas.len() - 1);
+        let layers = &self.replicas[copy].layers;
+        let half = batch * self.widest();
+        let (mut ping, rest) = floats.split_at_mut(half);
+        let mut pong = &mut rest[..half];
+        let last = layers.len() - 1;
+        for (idx, layer) in layers.iter().enumerate() {
+            let (k, n) = (self.widths[idx], self.widths[idx + 1]);
+            let a = if idx == 0 {
+                &inputs[..batch * n_in]
+            } else {
+                &ping[..batch * k]
+            };
+            let mut epilogue = Epilogue::new().activation(layer.activation);
+            if let Some(b) = layer.bias {
+                epilogue = epilogue.bias(b);
+            }
+            let c = if idx == last {
+                &mut outputs[..batch * n]
+            } else {
+                &mut pong[..batch * n]
+            };
+            layer.weights.gemm(
+                &SingleThread,
+                &self.options.paths,
+                1.0,
+                MatRef::new(a, batch, k, k)?,
+                0.0,
+                MatMut::new(c, batch, n, n)?,
+                &epilogue,
+                bytes,
+            )?;
+            std::mem::swap(&mut ping, &mut pong);
+        }
+        Ok(())
+    }
+}
