@@ -111,7 +111,8 @@ pub enum AllocError {
     )]
     Prefault {
         bytes: usize,
-        policy: MemPolicy,
+        /// The policy in its text form (`bind:1`).
+        policy: String,
         errno: i32,
         reason: String,
     },
@@ -310,7 +311,7 @@ impl Region {
         self.prefaulted_on = result.1;
         result.0.map_err(|errno| AllocError::Prefault {
             bytes: self.len,
-            policy: self.policy,
+            policy: self.policy.to_string(),
             errno,
             reason: errno_text(errno),
         })
