@@ -1,1 +1,5 @@
 //! pinned-bench
+//!
+//! - [`harness`]: `pinned run`, `pinned sweep`, `pinned compare`.
+
+pub mod harness;
