@@ -212,9 +212,14 @@ impl Isa {
         if self.is_available() {
             Ok(self)
         } else {
-            let names: Vec<&str> = Self::available().map(Isa::name).collect();
-            Err(IsaError::Unavailable(self.name(), names.join(", ")))
+            Err(self.unavailable())
         }
+    }
+
+    /// The error saying `self` is missing here (and what is available).
+    pub fn unavailable(self) -> IsaError {
+        let names: Vec<&str> = Self::available().map(Isa::name).collect();
+        IsaError::Unavailable(self.name(), names.join(", "))
     }
 
     /// `PINNED_ISA` when set (failing loudly if that ISA is missing),
@@ -248,7 +253,8 @@ mod tests {
     fn tokens_agree_with_std_detection() {
         assert_eq!(
             Avx2::try_new().is_some(),
-            std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+            std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
         );
         if Avx512::try_new().is_some() {
             assert!(std::arch::is_x86_feature_detected!("avx512f"));

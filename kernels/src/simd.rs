@@ -53,8 +53,10 @@ pub trait Simd: Copy + Send + Sync + 'static {
     /// `p..p + n` must be writable.
     unsafe fn store_partial(self, p: *mut f32, n: usize, v: Self::V);
 
-    /// Hint that `p` will be read soon. Never faults, whatever `p` is.
+    /// Hint that `p` will be read soon (into L1). Never faults, whatever `p` is.
     fn prefetch(self, p: *const f32);
+    /// Hint that `p` will be read later (into L2). Never faults.
+    fn prefetch_l2(self, p: *const f32);
 }
 
 impl Simd for Scalar {
@@ -145,6 +147,8 @@ impl Simd for Scalar {
     unsafe fn store_partial(self, _p: *mut f32, _n: usize, _v: f32) {}
     #[inline(always)]
     fn prefetch(self, _p: *const f32) {}
+    #[inline(always)]
+    fn prefetch_l2(self, _p: *const f32) {}
 }
 
 impl Simd for Avx2 {
@@ -262,6 +266,11 @@ impl Simd for Avx2 {
     fn prefetch(self, p: *const f32) {
         // SAFETY: prefetch is a hint and never faults.
         unsafe { _mm_prefetch::<_MM_HINT_T0>(p.cast()) }
+    }
+    #[inline(always)]
+    fn prefetch_l2(self, p: *const f32) {
+        // SAFETY: prefetch is a hint and never faults.
+        unsafe { _mm_prefetch::<_MM_HINT_T1>(p.cast()) }
     }
 }
 
@@ -383,6 +392,11 @@ impl Simd for Avx512 {
         // SAFETY: prefetch is a hint and never faults.
         unsafe { _mm_prefetch::<_MM_HINT_T0>(p.cast()) }
     }
+    #[inline(always)]
+    fn prefetch_l2(self, p: *const f32) {
+        // SAFETY: prefetch is a hint and never faults.
+        unsafe { _mm_prefetch::<_MM_HINT_T1>(p.cast()) }
+    }
 }
 
 #[inline(always)]
@@ -438,7 +452,10 @@ pub fn gelu_erf<S: Simd>(s: S, x: S::V) -> S::V {
 pub fn gelu_tanh<S: Simd>(s: S, x: S::V) -> S::V {
     const SQRT_2_OVER_PI: f32 = 0.797_884_6;
     let x3 = s.mul(s.mul(x, x), x);
-    let u = s.mul(s.fma(x3, s.splat(0.044_715), x), s.splat(2.0 * SQRT_2_OVER_PI));
+    let u = s.mul(
+        s.fma(x3, s.splat(0.044_715), x),
+        s.splat(2.0 * SQRT_2_OVER_PI),
+    );
     let e = exp(s, u);
     let one_plus_tanh = s.sub(s.splat(2.0), s.div(s.splat(2.0), s.add(e, s.splat(1.0))));
     s.mul(s.mul(x, s.splat(0.5)), one_plus_tanh)

@@ -157,7 +157,14 @@ impl RawEpilogue {
     /// # Safety
     /// `(row, col..col + n)` must lie inside the block this view covers.
     #[inline(always)]
-    pub unsafe fn apply<S: Simd>(&self, s: S, mut x: S::V, row: usize, col: usize, n: usize) -> S::V {
+    pub unsafe fn apply<S: Simd>(
+        &self,
+        s: S,
+        mut x: S::V,
+        row: usize,
+        col: usize,
+        n: usize,
+    ) -> S::V {
         let full = n == S::LANES;
         // SAFETY: `bias` covers the block's columns (struct invariant).
         let load = |p: *const f32| unsafe {

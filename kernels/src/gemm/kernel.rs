@@ -52,6 +52,14 @@ pub(crate) trait MicroKernel: Copy + Send + Sync {
     unsafe fn run(self, t: &Tile, p: &TileParams);
 }
 
+/// K steps before the end at which the C tile is prefetched into L1:
+/// about 400 cycles at 14 cycles a step, several L2 latencies.
+const C_PREFETCH_TAIL: usize = 32;
+
+/// How many k steps ahead the B and A panels are prefetched.
+const B_PREFETCH_STEPS: usize = 16;
+const A_PREFETCH_STEPS: usize = 16;
+
 /// The body every ISA instantiates: `R` rows of `NV` vectors.
 ///
 /// # Safety
@@ -63,54 +71,84 @@ pub(crate) unsafe fn tile_body<S: Simd, const R: usize, const NV: usize>(
     t: &Tile,
     p: &TileParams,
 ) {
-    let lanes = S::LANES;
     let mut acc = [[s.splat(0.0); NV]; R];
-    // C is touched only at the end; start pulling its lines in now.
-    for r in 0..R {
-        s.prefetch(t.c.wrapping_add(r * t.ldc));
-        s.prefetch(t.c.wrapping_add(r * t.ldc + t.cols - 1));
-    }
-    let mut a = t.a;
-    let mut b = t.b;
-    for _ in 0..t.kc {
-        // SAFETY: `b` walks `kc` rows of `NV * LANES` floats and `a` `kc`
-        // rows of `R` floats, both inside the packed panels (invariants).
-        unsafe {
-            let bv: [S::V; NV] = core::array::from_fn(|v| s.load(b.add(v * lanes)));
-            for (r, acc_r) in acc.iter_mut().enumerate() {
-                let av = s.splat(*a.add(r));
-                for (acc_rv, bvv) in acc_r.iter_mut().zip(bv) {
-                    *acc_rv = s.fma(av, bvv, *acc_rv);
-                }
-            }
-            a = a.add(R);
-            b = b.add(NV * lanes);
+    // C is touched only at the end. Its rows are `ldc` apart, often a
+    // multiple of 4 KiB, so they share one L1 set: pull them into L2 now and
+    // into L1 only for the last `C_PREFETCH_TAIL` steps, where they survive.
+    prefetch_c::<S, R, NV>(s, t, false);
+    let (mut a, mut b) = (t.a, t.b);
+    let head = t.kc.saturating_sub(C_PREFETCH_TAIL);
+    for step in 0..t.kc {
+        if step == head {
+            prefetch_c::<S, R, NV>(s, t, true);
         }
+        // SAFETY: `kc` steps in all, inside the packed panels (invariants).
+        acc = unsafe { k_step(s, acc, &mut a, &mut b) };
     }
+    // A wall between the hot loop and the store phase: LLVM must keep the
+    // loop's accumulators in registers (one spill per tile here instead of
+    // a load and a store per FMA if it merges the two and gives up on SROA).
+    let acc = core::hint::black_box(acc);
 
+    // SAFETY: the tile satisfies the invariants, as `tile_body` requires.
+    unsafe { finish_general::<S, R, NV>(s, t, p, acc) }
+}
+
+/// The store phase: `C = alpha acc + beta C`, epilogue, store; the last
+/// vector of a row masked when `cols < NR`.
+///
+/// Two passes: all loads of old C first, then all stores. Rows `ldc`
+/// apart alias modulo 4 KiB, so a load issued after a store to the row
+/// above waits for that store (and its own miss): interleaved, the tile's
+/// L2 misses would run one after another.
+///
+/// # Safety
+/// `t` satisfies the [`Tile`] invariants.
+// Index loops over constant bounds: LLVM unrolls them fully and keeps the
+// accumulators in registers; iterator chains with early exits it did not.
+#[allow(clippy::needless_range_loop)]
+#[inline(always)]
+unsafe fn finish_general<S: Simd, const R: usize, const NV: usize>(
+    s: S,
+    t: &Tile,
+    p: &TileParams,
+    mut acc: [[S::V; NV]; R],
+) {
+    let lanes = S::LANES;
     let alpha = s.splat(p.alpha);
     let beta = s.splat(p.beta);
-    for (r, acc_r) in acc.iter().enumerate() {
-        let row = t.c.wrapping_add(r * t.ldc);
-        for (v, &acc_rv) in acc_r.iter().enumerate() {
-            let col = v * lanes;
-            if col >= t.cols {
-                break;
-            }
-            let n = lanes.min(t.cols - col);
-            let dst = row.wrapping_add(col);
-            let mut x = s.mul(acc_rv, alpha);
-            // SAFETY: `(r, col..col + n)` is inside the tile, which is
-            // readable and writable (invariants); partial ops touch only `n`.
-            unsafe {
-                if p.load_c {
-                    let old = if n == lanes {
-                        s.load(dst)
+    let width = |v: usize| lanes.min(t.cols.saturating_sub(v * lanes));
+    for r in 0..R {
+        for v in 0..NV {
+            acc[r][v] = s.mul(acc[r][v], alpha);
+        }
+    }
+    if p.load_c {
+        for r in 0..R {
+            for v in 0..NV {
+                let (n, src) = (width(v), t.c.wrapping_add(r * t.ldc + v * lanes));
+                // SAFETY: `(r, v*LANES .. + n)` is inside the tile, which is
+                // readable (invariants); a partial load reads only `n` (maybe 0).
+                let old = unsafe {
+                    if n == lanes {
+                        s.load(src)
                     } else {
-                        s.load_partial(dst, n)
-                    };
-                    x = s.fma(old, beta, x);
-                }
+                        s.load_partial(src, n)
+                    }
+                };
+                acc[r][v] = s.fma(old, beta, acc[r][v]);
+            }
+        }
+    }
+    for r in 0..R {
+        for v in 0..NV {
+            let (n, col) = (width(v), v * lanes);
+            let dst = t.c.wrapping_add(r * t.ldc + col);
+            let mut x = acc[r][v];
+            // SAFETY: `(r, col..col + n)` is inside the tile, which is
+            // writable (invariants), as are the epilogue's operands there;
+            // a partial store writes only `n` (maybe 0).
+            unsafe {
                 if let Some(e) = &p.epilogue {
                     x = e.apply(s, x, r, col, n);
                 }
@@ -122,6 +160,54 @@ pub(crate) unsafe fn tile_body<S: Simd, const R: usize, const NV: usize>(
             }
         }
     }
+}
+
+/// Prefetches the tile of C, into L1 or only into L2.
+#[inline(always)]
+fn prefetch_c<S: Simd, const R: usize, const NV: usize>(s: S, t: &Tile, l1: bool) {
+    for r in 0..R {
+        let row = t.c.wrapping_add(r * t.ldc);
+        for v in 0..NV {
+            let p = row.wrapping_add((v * S::LANES).min(t.cols - 1));
+            if l1 {
+                s.prefetch(p);
+            } else {
+                s.prefetch_l2(p);
+            }
+        }
+    }
+}
+
+/// One rank-1 update of the tile: `acc += a[0..R] (x) b[0..NR]`, then
+/// advances both panels by one k step.
+///
+/// # Safety
+/// `*a` must be readable for `R` floats and `*b` for `NV * LANES`.
+#[inline(always)]
+unsafe fn k_step<S: Simd, const R: usize, const NV: usize>(
+    s: S,
+    mut acc: [[S::V; NV]; R],
+    a: &mut *const f32,
+    b: &mut *const f32,
+) -> [[S::V; NV]; R] {
+    // SAFETY: the caller's contract.
+    unsafe {
+        // B streams from L2 when KC * NR floats exceed L1: fetch ahead.
+        for v in 0..NV {
+            s.prefetch(b.wrapping_add(B_PREFETCH_STEPS * NV * S::LANES + v * S::LANES));
+        }
+        s.prefetch(a.wrapping_add(A_PREFETCH_STEPS * R));
+        let bv: [S::V; NV] = core::array::from_fn(|v| s.load(b.add(v * S::LANES)));
+        for (r, acc_r) in acc.iter_mut().enumerate() {
+            let av = s.splat(*a.add(r));
+            for (acc_rv, bvv) in acc_r.iter_mut().zip(bv) {
+                *acc_rv = s.fma(av, bvv, *acc_rv);
+            }
+        }
+        *a = a.add(R);
+        *b = b.add(NV * S::LANES);
+    }
+    acc
 }
 
 /// Expands to a `match rows` over the listed const row counts.

@@ -143,9 +143,11 @@ impl<'a> MatRef<'a> {
         if self.rows == 0 || self.cols == 0 {
             return Ok(());
         }
-        let last = (self.rows - 1)
-            .checked_mul(self.rs)
-            .and_then(|r| (self.cols - 1).checked_mul(self.cs).and_then(|c| r.checked_add(c)));
+        let last = (self.rows - 1).checked_mul(self.rs).and_then(|r| {
+            (self.cols - 1)
+                .checked_mul(self.cs)
+                .and_then(|c| r.checked_add(c))
+        });
         match last {
             Some(last) if last < self.data.len() => Ok(()),
             _ => Err(GemmError::BadOperand {
@@ -177,7 +179,12 @@ pub struct MatMut<'a> {
 }
 
 impl<'a> MatMut<'a> {
-    pub fn new(data: &'a mut [f32], rows: usize, cols: usize, ld: usize) -> Result<Self, GemmError> {
+    pub fn new(
+        data: &'a mut [f32],
+        rows: usize,
+        cols: usize,
+        ld: usize,
+    ) -> Result<Self, GemmError> {
         if rows > 1 && ld < cols {
             return Err(GemmError::BadOperand {
                 what: "C",
@@ -187,10 +194,18 @@ impl<'a> MatMut<'a> {
         if rows > 0 && cols > 0 && (rows - 1).saturating_mul(ld).saturating_add(cols) > data.len() {
             return Err(GemmError::BadOperand {
                 what: "C",
-                detail: format!("{} elements cannot hold {rows} x {cols} with ld {ld}", data.len()),
+                detail: format!(
+                    "{} elements cannot hold {rows} x {cols} with ld {ld}",
+                    data.len()
+                ),
             });
         }
-        Ok(Self { data, rows, cols, ld })
+        Ok(Self {
+            data,
+            rows,
+            cols,
+            ld,
+        })
     }
     pub fn rows(&self) -> usize {
         self.rows
@@ -235,7 +250,10 @@ fn scratch_layout_bytes(a_floats: usize, b_floats: usize) -> usize {
 /// K slices at `pc * NR`), or a strided view to pack per block.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum BSource {
-    Packed { ptr: *const f32, panel_stride: usize },
+    Packed {
+        ptr: *const f32,
+        panel_stride: usize,
+    },
     Plain(Strided),
 }
 
@@ -425,7 +443,12 @@ pub(crate) unsafe fn run_on_isa(isa: Isa, p: &Problem, blk: &Blocking, scratch: 
 /// `p` satisfies the [`Problem`] invariants with `m, n > 0`; `blk` is
 /// `K`'s blocking; `scratch` is writable for `p.scratch_floats(blk)` floats
 /// (A part rounded up to 16) and aligned to [`PANEL_ALIGN`].
-pub(crate) unsafe fn run_blocked<K: MicroKernel>(kern: K, p: &Problem, blk: &Blocking, scratch: *mut f32) {
+pub(crate) unsafe fn run_blocked<K: MicroKernel>(
+    kern: K,
+    p: &Problem,
+    blk: &Blocking,
+    scratch: *mut f32,
+) {
     let (mr, nr) = (K::MR, K::NR);
     debug_assert_eq!((blk.mr, blk.nr), (mr, nr));
     let (a_floats, _) = p.scratch_floats(blk);
@@ -442,9 +465,10 @@ pub(crate) unsafe fn run_blocked<K: MicroKernel>(kern: K, p: &Problem, blk: &Blo
             let pc = kb * kc_max;
             let kcb = kc_max.min(p.k - pc);
             let (b_ptr, b_stride) = match p.b {
-                BSource::Packed { ptr, panel_stride } => {
-                    (ptr.wrapping_add(jc / nr * panel_stride + pc * nr), panel_stride)
-                }
+                BSource::Packed { ptr, panel_stride } => (
+                    ptr.wrapping_add(jc / nr * panel_stride + pc * nr),
+                    panel_stride,
+                ),
                 BSource::Plain(b) => {
                     // SAFETY: B is readable over k x n (Problem invariant),
                     // and b_buf holds kc x round_up(nc, NR) floats.
@@ -493,6 +517,58 @@ pub(crate) unsafe fn run_blocked<K: MicroKernel>(kern: K, p: &Problem, blk: &Blo
                         // floats, its B panel kcb x NR; Tile invariants hold.
                         unsafe { kern.run(&tile, &params) };
                         a_panel = a_panel.wrapping_add(rows * kcb);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Tiny blocks so that every one of the five loops runs several times
+    /// (the public tests' shapes fit one block of the real sizes).
+    #[test]
+    fn all_five_loops_iterate_with_tiny_blocks() {
+        for isa in Isa::available() {
+            let (mr, nr) = Blocking::tile(isa);
+            let blk = Blocking {
+                mr,
+                nr,
+                mc: 2 * mr,
+                kc: 16,
+                nc: 2 * nr,
+            };
+            let (m, n, k) = (5 * mr + 3, 5 * nr + 5, 50);
+            let a: Vec<f32> = (0..m * k).map(|i| ((i * 7) % 11) as f32 - 5.0).collect();
+            let b: Vec<f32> = (0..k * n).map(|i| ((i * 5) % 13) as f32 - 6.0).collect();
+            let bias: Vec<f32> = (0..n).map(|j| j as f32).collect();
+            let packed = PackedB::new(&b, n, k, n, isa).unwrap();
+            for use_packed in [false, true] {
+                let mut c = vec![1.0f32; m * n];
+                let epi = Epilogue::new().bias(&bias).relu();
+                let mut cm = MatMut::new(&mut c, m, n, n).unwrap();
+                let bm = if use_packed {
+                    BMatrix::Packed(&packed)
+                } else {
+                    BMatrix::Plain(MatRef::new(&b, k, n, n).unwrap())
+                };
+                let a_view = MatRef::new(&a, m, k, k).unwrap();
+                let p = lower(isa, 1.0, a_view, bm, 0.5, &mut cm, &epi).unwrap();
+                let (af, bf) = p.scratch_floats(&blk);
+                let mut scratch = vec![0.0f32; af.next_multiple_of(16) + bf + 16];
+                let off = scratch.as_ptr().align_offset(PANEL_ALIGN);
+                // SAFETY: `p` came from `lower`; the scratch holds the floats
+                // `blk` needs, aligned.
+                unsafe { run_on_isa(isa, &p, &blk, scratch[off..].as_mut_ptr()) };
+                for i in 0..m {
+                    for j in 0..n {
+                        let dot: f32 = (0..k).map(|q| a[i * k + q] * b[q * n + j]).sum();
+                        // Small integers: every path is exact.
+                        let want = (dot + 0.5 + bias[j]).max(0.0);
+                        assert_eq!(c[i * n + j], want, "{isa} packed={use_packed} ({i},{j})");
                     }
                 }
             }

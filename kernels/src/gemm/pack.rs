@@ -35,11 +35,8 @@ impl Strided {
 /// Yields `(first_row, height)`.
 pub(crate) fn row_tiles(rows: usize, mr: usize) -> impl Iterator<Item = (usize, usize)> {
     let tiles = rows.div_ceil(mr);
-    let (base, extra) = if tiles == 0 {
-        (0, 0)
-    } else {
-        (rows / tiles, rows % tiles)
-    };
+    let base = rows.checked_div(tiles).unwrap_or(0);
+    let extra = rows.checked_rem(tiles).unwrap_or(0);
     (0..tiles).map(move |t| {
         let start = t * base + t.min(extra);
         (start, base + usize::from(t < extra))
@@ -57,18 +54,11 @@ pub(crate) unsafe fn pack_a(a: Strided, rows: usize, kc: usize, mr: usize, dst: 
         // SAFETY: `start + r < rows`, `p < kc`, and `out` advances by
         // `h * kc` per tile, `rows * kc` in all (contract above).
         unsafe {
-            if a.cs == 1 {
+            // Walk K outside, rows inside: `h` sequential read streams and
+            // one sequential write stream.
+            for p in 0..kc {
                 for r in 0..h {
-                    let src = a.ptr.add((start + r) * a.rs);
-                    for p in 0..kc {
-                        *out.add(p * h + r) = *src.add(p);
-                    }
-                }
-            } else {
-                for p in 0..kc {
-                    for r in 0..h {
-                        *out.add(p * h + r) = *a.ptr.add((start + r) * a.rs + p * a.cs);
-                    }
+                    *out.add(p * h + r) = *a.ptr.add((start + r) * a.rs + p * a.cs);
                 }
             }
             out = out.add(h * kc);
@@ -148,13 +138,21 @@ mod tests {
         // 3 x 2 row-major, one tile of 3 rows: [p][r].
         let a = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
         let mut dst = [0.0f32; 6];
-        let v = Strided { ptr: a.as_ptr(), rs: 2, cs: 1 };
+        let v = Strided {
+            ptr: a.as_ptr(),
+            rs: 2,
+            cs: 1,
+        };
         // SAFETY: 3 x 2 view of a 6-element array; dst holds 6.
         unsafe { pack_a(v, 3, 2, 4, dst.as_mut_ptr()) };
         assert_eq!(dst, [1.0, 3.0, 5.0, 2.0, 4.0, 6.0]);
         // The same matrix stored transposed gives the same panel.
         let at = [1.0, 3.0, 5.0, 2.0, 4.0, 6.0];
-        let vt = Strided { ptr: at.as_ptr(), rs: 1, cs: 3 };
+        let vt = Strided {
+            ptr: at.as_ptr(),
+            rs: 1,
+            cs: 3,
+        };
         let mut dst2 = [0.0f32; 6];
         // SAFETY: as above.
         unsafe { pack_a(vt, 3, 2, 4, dst2.as_mut_ptr()) };
@@ -166,7 +164,11 @@ mod tests {
         // 2 x 3, NR = 2: panels [[1,2],[4,5]] and [[3,0],[6,0]].
         let b = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
         let mut dst = [f32::NAN; 8];
-        let v = Strided { ptr: b.as_ptr(), rs: 3, cs: 1 };
+        let v = Strided {
+            ptr: b.as_ptr(),
+            rs: 3,
+            cs: 1,
+        };
         // SAFETY: 2 x 3 view; dst holds 2 panels of 2 x 2.
         unsafe { pack_b(v, 2, 3, 2, dst.as_mut_ptr(), 4, 0) };
         assert_eq!(dst, [1.0, 2.0, 4.0, 5.0, 3.0, 0.0, 6.0, 0.0]);

@@ -87,7 +87,13 @@ impl<'m> PackedB<'m> {
 
     /// Packs into memory of its own (convenience; the runtime should use
     /// [`Self::pack_into`] with node-local memory).
-    pub fn new(b: &[f32], ldb: usize, k: usize, n: usize, isa: Isa) -> Result<PackedB<'static>, GemmError> {
+    pub fn new(
+        b: &[f32],
+        ldb: usize,
+        k: usize,
+        n: usize,
+        isa: Isa,
+    ) -> Result<PackedB<'static>, GemmError> {
         PackedB::from_view(MatRef::new(b, k, n, ldb)?, isa)
     }
 
@@ -127,7 +133,9 @@ impl<'m> PackedB<'m> {
     pub fn panels(&self) -> &[f32] {
         match &self.storage {
             Storage::Borrowed(d) => d,
-            Storage::Owned { buf, offset } => &buf[*offset..*offset + Self::floats(self.k, self.n, self.isa)],
+            Storage::Owned { buf, offset } => {
+                &buf[*offset..*offset + Self::floats(self.k, self.n, self.isa)]
+            }
         }
     }
 }
@@ -142,6 +150,14 @@ fn fill(b: MatRef<'_>, isa: Isa, data: &mut [f32]) {
     // SAFETY: `MatRef` guarantees `(p, j)` is in bounds for `p < k`,
     // `j < n`; `data` holds `n.div_ceil(nr)` panels of `k * nr` floats.
     unsafe {
-        pack_b(Strided { ptr, rs, cs }, k, n, nr, data.as_mut_ptr(), k * nr, 0);
+        pack_b(
+            Strided { ptr, rs, cs },
+            k,
+            n,
+            nr,
+            data.as_mut_ptr(),
+            k * nr,
+            0,
+        );
     }
 }

@@ -11,7 +11,10 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::{aligned_scratch, lower, run_on_isa, Blocking, BMatrix, Epilogue, GemmError, MatMut, MatRef, Problem};
+use super::{
+    aligned_scratch, lower, run_on_isa, BMatrix, Blocking, Epilogue, GemmError, MatMut, MatRef,
+    Problem,
+};
 use crate::isa::Isa;
 
 /// A fixed set of threads that runs one job on each of them.
@@ -49,12 +52,19 @@ impl Grid {
     /// Picks the factorisation of `threads` with the least per-thread
     /// memory traffic: A packing (`rows * k` per NC block) plus B reads
     /// (`cols * k` per MC block), plus B packing when B is not pre-packed.
-    fn choose(m: usize, n: usize, k: usize, threads: usize, blk: &Blocking, packed_b: bool) -> Self {
+    fn choose(
+        m: usize,
+        n: usize,
+        k: usize,
+        threads: usize,
+        blk: &Blocking,
+        packed_b: bool,
+    ) -> Self {
         let row_tiles = m.div_ceil(blk.mr).max(1);
         let panels = n.div_ceil(blk.nr).max(1);
         let mut best = (usize::MAX, Grid { tm: 1, tn: 1 });
         for tn in (1..=threads).rev() {
-            if threads % tn != 0 {
+            if !threads.is_multiple_of(tn) {
                 continue;
             }
             let tm = threads / tn;
@@ -79,7 +89,14 @@ impl Grid {
     }
 
     /// Block `t`'s `(i0, j0, rows, cols)`.
-    fn block(self, t: usize, m: usize, n: usize, mr: usize, nr: usize) -> (usize, usize, usize, usize) {
+    fn block(
+        self,
+        t: usize,
+        m: usize,
+        n: usize,
+        mr: usize,
+        nr: usize,
+    ) -> (usize, usize, usize, usize) {
         let (bi, bj) = (t / self.tn, t % self.tn);
         let (i0, i1) = split(m, mr, self.tm, bi);
         let (j0, j1) = split(n, nr, self.tn, bj);
@@ -98,12 +115,25 @@ fn split(len: usize, unit: usize, parts: usize, idx: usize) -> (usize, usize) {
 
 /// Bytes of workspace one [`sgemm_parallel`] call on `threads` threads
 /// needs (every thread's share, each aligned).
-pub fn gemm_scratch_bytes_parallel(m: usize, n: usize, k: usize, isa: Isa, threads: usize) -> usize {
+pub fn gemm_scratch_bytes_parallel(
+    m: usize,
+    n: usize,
+    k: usize,
+    isa: Isa,
+    threads: usize,
+) -> usize {
     per_thread_floats(m, n, k, isa, threads.max(1), false) * 4 * threads.max(1) + super::PANEL_ALIGN
 }
 
 /// The largest per-thread scratch (floats, multiple of 16) over the grid.
-fn per_thread_floats(m: usize, n: usize, k: usize, isa: Isa, threads: usize, packed_b: bool) -> usize {
+fn per_thread_floats(
+    m: usize,
+    n: usize,
+    k: usize,
+    isa: Isa,
+    threads: usize,
+    packed_b: bool,
+) -> usize {
     let whole = Blocking::for_shape(isa, m, k);
     let grid = Grid::choose(m, n, k, threads, &whole, packed_b);
     (0..grid.blocks())
@@ -238,12 +268,16 @@ fn worker(shared: &Shared, index: usize) {
     let mut seen = 0;
     loop {
         let start = Instant::now();
-        while shared.generation.load(Ordering::Acquire) == seen && start.elapsed() < ThreadTeam::SPIN {
+        while shared.generation.load(Ordering::Acquire) == seen
+            && start.elapsed() < ThreadTeam::SPIN
+        {
             std::hint::spin_loop();
         }
         let job = {
             let mut slot = shared.job.lock().unwrap_or_else(|e| e.into_inner());
-            while shared.generation.load(Ordering::Acquire) == seen && !shared.shutdown.load(Ordering::Acquire) {
+            while shared.generation.load(Ordering::Acquire) == seen
+                && !shared.shutdown.load(Ordering::Acquire)
+            {
                 slot = shared.wake.wait(slot).unwrap_or_else(|e| e.into_inner());
             }
             if shared.shutdown.load(Ordering::Acquire) {
@@ -324,10 +358,19 @@ mod tests {
     #[test]
     fn grid_splits_n_for_small_m() {
         let blk = Blocking::for_isa(Isa::Scalar);
-        assert_eq!(Grid::choose(1, 4096, 4096, 2, &blk, true), Grid { tm: 1, tn: 2 });
-        assert_eq!(Grid::choose(64, 384, 1536, 2, &blk, true), Grid { tm: 1, tn: 2 });
+        assert_eq!(
+            Grid::choose(1, 4096, 4096, 2, &blk, true),
+            Grid { tm: 1, tn: 2 }
+        );
+        assert_eq!(
+            Grid::choose(64, 384, 1536, 2, &blk, true),
+            Grid { tm: 1, tn: 2 }
+        );
         // One NR panel of N: split M.
-        assert_eq!(Grid::choose(1000, 4, 64, 2, &blk, true), Grid { tm: 2, tn: 1 });
+        assert_eq!(
+            Grid::choose(1000, 4, 64, 2, &blk, true),
+            Grid { tm: 2, tn: 1 }
+        );
     }
 
     #[test]

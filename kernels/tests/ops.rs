@@ -1,0 +1,228 @@
+//! Model ops on every ISA this machine has, against f64 references, on
+//! widths around every vector length (tails) and with masks.
+//!
+//! Tolerances: an n-term f32 sum is within `n * eps * sum |terms|` of
+//! exact; GELU adds an absolute `2e-6 * (1 + |x|)` (erf approximation);
+//! exp adds ~2 ulp relative.
+
+use pinned_kernels::ops::{self, OpsError};
+use pinned_kernels::Isa;
+
+extern "C" {
+    fn erf(x: f64) -> f64;
+}
+
+fn erf64(x: f64) -> f64 {
+    // SAFETY: libm's erf is a pure function of one double.
+    unsafe { erf(x) }
+}
+
+const EPS: f64 = f32::EPSILON as f64;
+const WIDTHS: [usize; 8] = [1, 3, 8, 15, 16, 17, 33, 100];
+
+fn fill(len: usize, seed: u64, scale: f32, offset: f32) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0) * scale + offset
+        })
+        .collect()
+}
+
+fn close(got: f32, want: f64, tol: f64, what: &str) {
+    assert!(
+        (got as f64 - want).abs() <= tol,
+        "{what}: got {got}, want {want}, tol {tol:e}"
+    );
+}
+
+#[test]
+fn layernorm_matches_reference() {
+    for isa in Isa::available() {
+        for cols in WIDTHS {
+            // A large offset checks the variance has no cancellation.
+            for offset in [0.0f32, 1000.0] {
+                let rows = 3;
+                let x0 = fill(rows * cols, cols as u64, 2.0, offset);
+                let gamma = fill(cols, 7, 1.0, 1.0);
+                let beta = fill(cols, 8, 1.0, 0.0);
+                let mut x = x0.clone();
+                ops::layernorm(isa, &mut x, cols, &gamma, &beta, 1e-5).unwrap();
+                for r in 0..rows {
+                    let row = &x0[r * cols..(r + 1) * cols];
+                    let mean = row.iter().map(|&v| v as f64).sum::<f64>() / cols as f64;
+                    let var =
+                        row.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / cols as f64;
+                    let rstd = 1.0 / (var + 1e-5).sqrt();
+                    for j in 0..cols {
+                        let z = (row[j] as f64 - mean) * rstd;
+                        let want = z * gamma[j] as f64 + beta[j] as f64;
+                        // Relative error of (x - mean) grows with |mean| / std.
+                        let cond = 1.0 + mean.abs() * rstd;
+                        let tol = (cols as f64 + 8.0)
+                            * EPS
+                            * cond
+                            * (gamma[j].abs() as f64 * (z.abs() + 1.0))
+                            + 4.0 * EPS * want.abs();
+                        close(
+                            x[r * cols + j],
+                            want,
+                            tol,
+                            &format!("{isa} layernorm cols={cols} ({r},{j})"),
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn softmax_matches_reference_with_and_without_mask() {
+    for isa in Isa::available() {
+        for cols in WIDTHS {
+            let rows = 4;
+            let x0 = fill(rows * cols, 3 + cols as u64, 20.0, 0.0);
+            let per_col: Vec<bool> = (0..cols).map(|j| j % 3 != 1).collect();
+            let per_elem: Vec<bool> = (0..rows * cols).map(|i| i % 5 != 2).collect();
+            let none = vec![false; cols];
+            for keep in [
+                None,
+                Some(&per_col[..]),
+                Some(&per_elem[..]),
+                Some(&none[..]),
+            ] {
+                let mut x = x0.clone();
+                ops::softmax_rows(isa, &mut x, cols, keep).unwrap();
+                for r in 0..rows {
+                    let kept = |j: usize| match keep {
+                        None => true,
+                        Some(k) if k.len() == cols => k[j],
+                        Some(k) => k[r * cols + j],
+                    };
+                    let row = &x0[r * cols..(r + 1) * cols];
+                    let m = (0..cols)
+                        .filter(|&j| kept(j))
+                        .map(|j| row[j] as f64)
+                        .fold(f64::NEG_INFINITY, f64::max);
+                    let sum: f64 = (0..cols)
+                        .filter(|&j| kept(j))
+                        .map(|j| (row[j] as f64 - m).exp())
+                        .sum();
+                    for j in 0..cols {
+                        let want = if kept(j) {
+                            (row[j] as f64 - m).exp() / sum
+                        } else {
+                            0.0
+                        };
+                        let tol = (cols as f64 + 16.0) * EPS * want + 1e-30;
+                        let got = x[r * cols + j];
+                        assert!(got.is_finite(), "{isa} softmax NaN");
+                        close(
+                            got,
+                            want,
+                            tol,
+                            &format!("{isa} softmax cols={cols} ({r},{j})"),
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn gelu_add_l2_and_mean_pool() {
+    for isa in Isa::available() {
+        for len in WIDTHS {
+            let x0 = fill(len, 11 + len as u64, 6.0, 0.0);
+            let mut x = x0.clone();
+            ops::gelu(isa, &mut x).unwrap();
+            for (g, &v) in x.iter().zip(&x0) {
+                let v = v as f64;
+                let want = 0.5 * v * (1.0 + erf64(v / std::f64::consts::SQRT_2));
+                close(*g, want, 2e-6 * (1.0 + v.abs()), &format!("{isa} gelu"));
+            }
+            let mut x = x0.clone();
+            ops::gelu_tanh(isa, &mut x).unwrap();
+            for (g, &v) in x.iter().zip(&x0) {
+                let v = v as f64;
+                let u = (2.0 / std::f64::consts::PI).sqrt() * (v + 0.044715 * v * v * v);
+                close(
+                    *g,
+                    0.5 * v * (1.0 + u.tanh()),
+                    2e-6 * (1.0 + v.abs()),
+                    &format!("{isa} gelu_tanh"),
+                );
+            }
+            let y = fill(len, 99, 1.0, 0.0);
+            let mut x = x0.clone();
+            ops::add(isa, &mut x, &y).unwrap();
+            for i in 0..len {
+                assert_eq!(x[i], x0[i] + y[i], "{isa} add");
+            }
+        }
+        for cols in WIDTHS {
+            let rows = 5;
+            let x0 = fill(rows * cols, 5 * cols as u64, 3.0, 0.0);
+            let mut x = x0.clone();
+            ops::l2_normalize(isa, &mut x, cols, 1e-12).unwrap();
+            for r in 0..rows {
+                let row = &x0[r * cols..(r + 1) * cols];
+                let norm = row.iter().map(|&v| (v as f64).powi(2)).sum::<f64>().sqrt();
+                for j in 0..cols {
+                    let want = row[j] as f64 / norm;
+                    close(
+                        x[r * cols + j],
+                        want,
+                        (cols as f64 + 4.0) * EPS,
+                        &format!("{isa} l2 cols={cols}"),
+                    );
+                }
+            }
+            let keep: Vec<bool> = (0..rows).map(|r| r != 1).collect();
+            for mask in [None, Some(&keep[..])] {
+                let mut out = vec![f32::NAN; cols];
+                ops::mean_pool(isa, &x0, cols, mask, &mut out).unwrap();
+                let kept: Vec<usize> = (0..rows).filter(|&r| mask.is_none_or(|k| k[r])).collect();
+                for j in 0..cols {
+                    let vals = kept.iter().map(|&r| x0[r * cols + j] as f64);
+                    let abs: f64 = vals.clone().map(f64::abs).sum();
+                    let want = vals.sum::<f64>() / kept.len() as f64;
+                    close(
+                        out[j],
+                        want,
+                        (rows as f64 + 2.0) * EPS * abs,
+                        &format!("{isa} mean_pool"),
+                    );
+                }
+            }
+            let mut out = vec![1.0f32; cols];
+            ops::mean_pool(isa, &x0, cols, Some(&[false; 5]), &mut out).unwrap();
+            assert!(out.iter().all(|&v| v == 0.0), "no kept rows gives zeros");
+        }
+    }
+}
+
+#[test]
+fn ops_reject_bad_shapes_and_write_nothing() {
+    let isa = Isa::best();
+    let mut x = vec![1.0f32; 10];
+    let err = ops::layernorm(isa, &mut x, 3, &[1.0; 3], &[0.0; 3], 1e-5);
+    assert!(matches!(err, Err(OpsError::Shape { .. })), "{err:?}");
+    let err = ops::layernorm(isa, &mut x, 5, &[1.0; 4], &[0.0; 5], 1e-5);
+    assert!(matches!(err, Err(OpsError::Shape { .. })), "{err:?}");
+    let err = ops::softmax_rows(isa, &mut x, 5, Some(&[true; 3]));
+    assert!(matches!(err, Err(OpsError::Shape { .. })), "{err:?}");
+    let err = ops::add(isa, &mut x, &[1.0; 9]);
+    assert!(matches!(err, Err(OpsError::Shape { .. })), "{err:?}");
+    let mut out = vec![0.0f32; 4];
+    let err = ops::mean_pool(isa, &x, 5, None, &mut out);
+    assert!(matches!(err, Err(OpsError::Shape { .. })), "{err:?}");
+    let err = ops::l2_normalize(isa, &mut x, 0, 1e-12);
+    assert!(matches!(err, Err(OpsError::Shape { .. })), "{err:?}");
+    assert!(x.iter().all(|&v| v == 1.0));
+}
