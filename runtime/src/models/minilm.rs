@@ -226,6 +226,18 @@ impl MiniLm {
         weights: &Path,
         options: LoadOptions,
     ) -> Result<Self, LoadError> {
+        Self::from_weights(config, WeightsFile::open(weights)?, options)
+    }
+
+    /// Loads from an opened weights file, which is dropped (unmapped) at
+    /// the end: every tensor has been copied into the model's own memory.
+    pub fn from_weights(
+        config: BertConfig,
+        file: WeightsFile,
+        options: LoadOptions,
+    ) -> Result<Self, LoadError> {
+        let weights = file.path().to_path_buf();
+        let weights = weights.as_path();
         if options.max_seq == 0 || options.max_seq > config.max_position_embeddings {
             return Err(LoadError::new(
                 weights,
@@ -236,7 +248,6 @@ impl MiniLm {
                 )),
             ));
         }
-        let file = WeightsFile::open(weights)?;
         let err = |kind| LoadError::new(weights, None, kind);
         let copies = options.placement.copies().map_err(err)?;
         let bytes = store_bytes(&config, options.precision, &options.paths);

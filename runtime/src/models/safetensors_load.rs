@@ -115,6 +115,17 @@ impl WeightsFile {
         Self::validate(path, map)
     }
 
+    /// Validates a file's bytes held in memory (tests, the fuzz target);
+    /// `path` names them in errors.
+    pub fn from_bytes(path: impl Into<PathBuf>, bytes: &[u8]) -> Result<Self, LoadError> {
+        let path = path.into();
+        let io = |e| LoadError::new(&path, None, LoadErrorKind::Io(e));
+        let mut anon = memmap2::MmapMut::map_anon(bytes.len()).map_err(io)?;
+        anon.copy_from_slice(bytes);
+        let map = anon.make_read_only().map_err(io)?;
+        Self::validate(path, map)
+    }
+
     fn validate(path: PathBuf, map: Mmap) -> Result<Self, LoadError> {
         match SafeTensors::read_metadata(&map) {
             Ok((header_len, metadata)) => Ok(Self {
