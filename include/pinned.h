@@ -9,8 +9,12 @@
 #ifndef PINNED_H
 #define PINNED_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+// Marks a counter the OS could not provide (never reported as 0).
+#define PINNED_UNAVAILABLE UINT64_MAX
 
 // Result of every fallible C function. The numbers are stable: new codes
 // are only ever appended.
@@ -54,6 +58,157 @@ typedef uint32_t pinned_status;
 #endif // __STDC_VERSION__ >= 202311L
 #endif // __cplusplus
 
+// Where a request stands (`pinned_request_poll`).
+enum pinned_request_state
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  // Held, not submitted: the input may be written.
+  PINNED_REQUEST_IDLE = 0,
+  // Submitted, not finished.
+  PINNED_REQUEST_PENDING = 1,
+  // Finished: the output may be read.
+  PINNED_REQUEST_DONE = 2,
+  // Finished with an error.
+  PINNED_REQUEST_FAILED = 3,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum pinned_request_state pinned_request_state;
+#else
+typedef uint32_t pinned_request_state;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+// How idle workers and waiting hosts wait (`pinned_partition_config.wait`).
+enum pinned_wait
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  // Spin: lowest latency, a core kept busy.
+  PINNED_WAIT_SPIN = 0,
+  // Spin for `spin_us`, then `sched_yield`.
+  PINNED_WAIT_YIELD = 1,
+  // Spin for `spin_us`, then sleep on a futex.
+  PINNED_WAIT_PARK = 2,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum pinned_wait pinned_wait;
+#else
+typedef uint32_t pinned_wait;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+// Model kinds (`pinned_model_config.kind`).
+enum pinned_model_kind
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  // The built-in dense MLP with deterministic weights from `seed`;
+  // `widths` (input, hidden..., output) or NULL for the default
+  // 1024 -> 4096 -> 1024 -> 4096 -> 1024.
+  PINNED_MODEL_MLP = 0,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum pinned_model_kind pinned_model_kind;
+#else
+typedef uint32_t pinned_model_kind;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+// A started partition: serve requests through it (`pinned_request_*`).
+typedef struct pinned_partition pinned_partition;
+
+// The runtime: partitions of pinned workers.
+typedef struct pinned_runtime pinned_runtime;
+
+// A request handle: opaque, 0 is never valid.
+typedef uint64_t pinned_request;
+
+// A partition: a CPU set, its memory placement, its workers and batching.
+// Fill with `pinned_partition_config_default`, then set what you need.
+typedef struct {
+  // Unique name (required), e.g. "mlp".
+  const char *name;
+  // CPUs as for `taskset -c` / `numactl`: "0-3,8", "all", "node:0".
+  // NULL means "all".
+  const char *cpus;
+  // "os", "local" (default when NULL), "bind:0", "preferred:1",
+  // "interleave:0-1", "replicate".
+  const char *placement;
+  // A `pinned_wait` value.
+  uint32_t wait;
+  // Spin budget in microseconds before yielding or parking.
+  uint32_t spin_us;
+  // Worker threads; 0 = one per CPU of the set.
+  uint32_t workers;
+  // Requests a worker may run as one batch (1 = no batching).
+  uint32_t max_batch;
+  // How long a worker waits for a batch to fill, in microseconds.
+  uint32_t max_wait_us;
+  // Pre-allocated request slots; 0 = 64.
+  uint32_t slots;
+  // Pin each worker to its CPU (false leaves placement to the OS).
+  bool pin;
+} pinned_partition_config;
+
+// A model to load into a partition.
+typedef struct {
+  // A `pinned_model_kind` value.
+  uint32_t kind;
+  // MLP layer widths, `n_widths` of them (at least 2), or NULL.
+  const size_t *widths;
+  size_t n_widths;
+  // Seed of the deterministic MLP weights.
+  uint64_t seed;
+} pinned_model_config;
+
+// Latency percentiles of one kind, in nanoseconds.
+typedef struct {
+  uint64_t count;
+  double mean_ns;
+  uint64_t p50_ns;
+  uint64_t p90_ns;
+  uint64_t p99_ns;
+  uint64_t p999_ns;
+  uint64_t max_ns;
+} pinned_latency;
+
+// A partition's latencies since start (or the last reset) and its totals.
+typedef struct {
+  uint64_t requests;
+  uint64_t batches;
+  uint64_t failures;
+  uint32_t workers;
+  // Submit to result.
+  pinned_latency total;
+  // Submit until a worker took the request.
+  pinned_latency queue_wait;
+  // A worker took it until the result was published.
+  pinned_latency service;
+} pinned_telemetry;
+
+// One worker's counters; `PINNED_UNAVAILABLE` where the OS gave nothing.
+typedef struct {
+  uint64_t requests;
+  uint64_t batches;
+  uint64_t failures;
+  // Thread CPU time (`CLOCK_THREAD_CPUTIME_ID`).
+  uint64_t cpu_ns;
+  uint64_t voluntary_switches;
+  uint64_t involuntary_switches;
+  // CPU migrations (perf software counter).
+  uint64_t migrations;
+  // The CPU it last ran on, or -1.
+  int32_t last_cpu;
+  bool pinned;
+} pinned_worker_telemetry;
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -75,6 +230,158 @@ const char *pinned_version(void);
 // `buf` must be NULL or valid for `len` bytes of writes; `out_len` must be
 // NULL or valid for one `size_t` write.
 pinned_status pinned_last_error(char *buf, size_t len, size_t *out_len);
+
+// Takes a free request slot, waiting up to `timeout_us` microseconds for
+// one (0 = do not wait). `PINNED_TIMEOUT` when none freed up in time.
+// `*out` is written only on success.
+//
+// # Safety
+// `partition` NULL or live; `out` NULL or writable.
+pinned_status pinned_request_acquire(const pinned_partition *partition,
+                                     uint64_t timeout_us,
+                                     pinned_request *out);
+
+// Input values (fp32) one request takes, and output values it gives.
+//
+// # Safety
+// `partition` NULL or live; the out-pointers NULL or writable.
+pinned_status pinned_partition_io_len(const pinned_partition *partition,
+                                      size_t *input_len,
+                                      size_t *output_len);
+
+// Copies `len` input values into the request; `len` must equal the
+// partition's input length. Refused while the request is in flight.
+//
+// # Safety
+// `partition` NULL or live; `data` NULL or valid for `len` reads.
+pinned_status pinned_request_set_input(const pinned_partition *partition,
+                                       pinned_request request,
+                                       const float *data,
+                                       size_t len);
+
+// Submits the request. `blocking` false: `PINNED_RING_FULL` at once when
+// the ring has no room (the request stays held, its input intact).
+//
+// # Safety
+// `partition` NULL or live.
+pinned_status pinned_request_submit(const pinned_partition *partition,
+                                    pinned_request request,
+                                    bool blocking);
+
+// Waits up to `timeout_us` microseconds for the request to finish.
+// `PINNED_TIMEOUT` leaves it in flight; `PINNED_MODEL_FAILED` when the
+// model failed it.
+//
+// # Safety
+// `partition` NULL or live.
+pinned_status pinned_request_wait(const pinned_partition *partition,
+                                  pinned_request request,
+                                  uint64_t timeout_us);
+
+// Where the request stands, without waiting. `*out` written on success.
+//
+// # Safety
+// `partition` NULL or live; `out` NULL or writable.
+pinned_status pinned_request_poll(const pinned_partition *partition,
+                                  pinned_request request,
+                                  pinned_request_state *out);
+
+// Copies the finished request's output into `data` (`len` must be at
+// least the partition's output length; the length copied goes to
+// `*written` when not NULL).
+//
+// # Safety
+// `partition` NULL or live; `data` NULL or valid for `len` writes;
+// `written` NULL or writable.
+pinned_status pinned_request_get_output(const pinned_partition *partition,
+                                        pinned_request request,
+                                        float *data,
+                                        size_t len,
+                                        size_t *written);
+
+// Gives the slot back. A request still in flight completes and then frees
+// its slot. A second release of the same handle is `PINNED_WRONG_STATE`.
+//
+// # Safety
+// `partition` NULL or live.
+pinned_status pinned_request_release(const pinned_partition *partition, pinned_request request);
+
+// Fills `*out` with the defaults: all CPUs, local memory, park after 50 us,
+// one worker per CPU, no batching, 64 slots, pinned. `name` stays NULL.
+pinned_status pinned_partition_config_default(pinned_partition_config *out);
+
+// Creates a runtime for the live machine (its topology and this thread's
+// allowed CPUs) with no partitions. Free it with `pinned_runtime_free`.
+// `*out` is written only on success.
+pinned_status pinned_runtime_new(pinned_runtime **out);
+
+// Creates a runtime and starts every partition a TOML or JSON text
+// describes (see the README, "Configuration"). A parse error names the
+// line and column. `*out` is written only on success.
+//
+// # Safety
+// `config` must be NULL or a NUL-terminated string.
+pinned_status pinned_runtime_new_from_config(const char *config, pinned_runtime **out);
+
+// Declares a partition; it starts when a model is loaded into it with
+// `pinned_runtime_load_model`. The CPU set and placement are checked then.
+//
+// # Safety
+// `runtime` must be NULL or a live runtime; `config` NULL or a valid struct
+// whose strings are NULL or NUL-terminated.
+pinned_status pinned_runtime_add_partition(const pinned_runtime *runtime,
+                                           const pinned_partition_config *config);
+
+// Loads a model into the declared partition `name`, starts its workers
+// (pinned, memory placed) and returns the partition handle, valid until
+// `pinned_runtime_free`. `*out` is written only on success.
+//
+// # Safety
+// `runtime` NULL or live; `name` NULL or NUL-terminated; `model` NULL or a
+// valid struct; `out` NULL or writable.
+pinned_status pinned_runtime_load_model(const pinned_runtime *runtime,
+                                        const char *name,
+                                        const pinned_model_config *model,
+                                        pinned_partition **out);
+
+// Looks up a started partition by name. `*out` is written only on success.
+//
+// # Safety
+// `runtime` NULL or live; `name` NULL or NUL-terminated; `out` NULL or writable.
+pinned_status pinned_runtime_partition(const pinned_runtime *runtime,
+                                       const char *name,
+                                       pinned_partition **out);
+
+// Stops the runtime: requests already submitted complete (drain), requests
+// still held are released, workers end, memory is unmapped. Every
+// partition handle becomes invalid. NULL is ignored.
+//
+// # Safety
+// `runtime` must be NULL or a handle from `pinned_runtime_new*` not yet
+// freed, and no other thread may use it or its partitions during or after.
+void pinned_runtime_free(pinned_runtime *runtime);
+
+// Snapshots a partition's telemetry without stopping its workers.
+//
+// # Safety
+// `partition` NULL or live; `out` NULL or writable.
+pinned_status pinned_partition_telemetry(const pinned_partition *partition, pinned_telemetry *out);
+
+// Snapshots worker `index` (0 <= index < workers) of a partition.
+//
+// # Safety
+// `partition` NULL or live; `out` NULL or writable.
+pinned_status pinned_partition_worker_telemetry(const pinned_partition *partition,
+                                                uint32_t index,
+                                                pinned_worker_telemetry *out);
+
+// Writes `pinned info --json` (one JSON object, NUL-terminated) into
+// `buf`. `*out_len` (when not NULL) receives the full length without the
+// NUL; `PINNED_BUFFER_TOO_SMALL` when it does not fit (nothing written).
+//
+// # Safety
+// `buf` NULL or valid for `len` writes; `out_len` NULL or writable.
+pinned_status pinned_info_json(char *buf, size_t len, size_t *out_len);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -32,10 +32,47 @@ enum Command {
     /// Microbenchmarks that report ratios against peers measured in the same run.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// The system libraries to link after libpinned.a (or, with
+    /// --pkg-config PREFIX, a pinned.pc for that install prefix).
+    LinkFlags {
+        #[arg(long, value_name = "PREFIX")]
+        pkg_config: Option<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
-enum BenchCommand {}
+enum BenchCommand {
+    /// fp32 GEMM vs `matrixmultiply` and `gemm`, with the FMA peak and read
+    /// bandwidth measured in the same run.
+    Gemm {
+        /// Fewer, shorter samples.
+        #[arg(long)]
+        quick: bool,
+        /// One JSON record per shape and thread count, one per line.
+        #[arg(long)]
+        json: bool,
+        /// Thread counts to measure, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "1,2")]
+        threads: Vec<usize>,
+        /// Force an ISA (scalar, avx2, avx512); default `PINNED_ISA` or the best.
+        #[arg(long)]
+        isa: Option<String>,
+    },
+    /// Request ring round trip (p50/p99/p99.9, spin and futex) and
+    /// throughput beside a two-cache-line ping-pong floor and crossbeam's
+    /// `ArrayQueue`, plus the futex wake cost.
+    Ring {
+        /// Fewer iterations.
+        #[arg(long)]
+        quick: bool,
+        /// One JSON object instead of the table.
+        #[arg(long)]
+        json: bool,
+        /// Host and worker CPUs as `A,B`; default the first two allowed.
+        #[arg(long)]
+        cpus: Option<String>,
+    },
+}
 
 /// Writes `text` to stdout; a closed pipe (`pinned info | head`) is not an error.
 fn emit(text: &str) -> std::io::Result<()> {
@@ -60,6 +97,10 @@ pub fn main() -> i32 {
 
 fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     match cli.command {
+        Command::LinkFlags { pkg_config } => match pkg_config {
+            Some(prefix) => emit(&crate::link::pkg_config(&prefix))?,
+            None => emit(&format!("{}\n", crate::link::NATIVE_STATIC_LIBS))?,
+        },
         Command::Info { json, root } => {
             let report = InfoReport::collect(&root)?;
             if json {
@@ -68,7 +109,26 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 emit(&report.to_string())?;
             }
         }
-        Command::Bench(bench) => match bench {},
+        Command::Bench(bench) => match bench {
+            BenchCommand::Gemm {
+                quick,
+                json,
+                threads,
+                isa,
+            } => pinned_bench::gemm_bench::run(&pinned_bench::gemm_bench::GemmBenchOptions {
+                quick,
+                json,
+                threads,
+                isa,
+            })?,
+            BenchCommand::Ring { quick, json, cpus } => {
+                pinned_bench::ring_bench::run(&pinned_bench::ring_bench::RingBenchOptions {
+                    quick,
+                    json,
+                    cpus,
+                })?
+            }
+        },
     }
     Ok(())
 }

@@ -4,8 +4,10 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod cli;
+pub mod config;
 pub mod ffi;
 pub mod info;
+pub mod link;
 
 pub use pinned_allocator as allocator;
 pub use pinned_kernels as kernels;

@@ -1,32 +1,142 @@
-/* A C host of libpinned.a: prints the version and exercises the error
- * channel. Build (from the repository root, after `cargo build --release`):
+/* A C host of libpinned.a: starts a runtime with one partition serving the
+ * built-in MLP, drives it from 4 host threads, and prints the latency
+ * percentiles it measured and those pinned's telemetry recorded.
  *
- *   cc -std=c11 -Wall -Wextra -Iinclude examples/c-host/main.c \
- *      target/release/libpinned.a -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc \
- *      -o c-host
+ * Build from the repository root after `cargo build --release`:
+ *
+ *   cc -std=c11 -O2 -Wall -Wextra -pthread -Iinclude examples/c-host/main.c \
+ *      target/release/libpinned.a $(target/release/pinned link-flags) -o c-host
+ *   ./c-host [requests-per-thread [width width ...]]
+ *
+ * With no widths it serves the default MLP 1024-4096-1024-4096-1024.
  */
+#define _POSIX_C_SOURCE 200809L
+#include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "pinned.h"
 
-int main(void) {
+#define HOST_THREADS 4
+
+static void die(const char *what, pinned_status status) {
+    char message[512];
+    pinned_last_error(message, sizeof message, NULL);
+    fprintf(stderr, "%s failed with status %u: %s\n", what, (unsigned)status, message);
+    exit(1);
+}
+
+#define CHECK(call)                          \
+    do {                                     \
+        pinned_status s_ = (call);           \
+        if (s_ != PINNED_OK) die(#call, s_); \
+    } while (0)
+
+struct host_thread {
+    pinned_partition *partition;
+    size_t input_len, output_len;
+    int requests;
+    int id;
+    double *latencies_us; /* one per request */
+    double checksum;
+};
+
+static double now_us(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e6 + ts.tv_nsec / 1e3;
+}
+
+static void *serve(void *arg) {
+    struct host_thread *t = arg;
+    float *input = malloc(t->input_len * sizeof *input);
+    float *output = malloc(t->output_len * sizeof *output);
+    for (int i = 0; i < t->requests; i++) {
+        for (size_t j = 0; j < t->input_len; j++) input[j] = (float)((i + t->id + j) % 7) * 0.1f;
+        double start = now_us();
+        pinned_request request;
+        CHECK(pinned_request_acquire(t->partition, 1000000, &request));
+        CHECK(pinned_request_set_input(t->partition, request, input, t->input_len));
+        CHECK(pinned_request_submit(t->partition, request, true));
+        CHECK(pinned_request_wait(t->partition, request, 10000000));
+        size_t written = 0;
+        CHECK(pinned_request_get_output(t->partition, request, output, t->output_len, &written));
+        CHECK(pinned_request_release(t->partition, request));
+        t->latencies_us[i] = now_us() - start;
+        t->checksum += output[0];
+    }
+    free(input);
+    free(output);
+    return NULL;
+}
+
+static int by_value(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+int main(int argc, char **argv) {
+    int requests = argc > 1 ? atoi(argv[1]) : 1000;
+    size_t widths[16];
+    size_t n_widths = 0;
+    for (int i = 2; i < argc && n_widths < 16; i++) widths[n_widths++] = (size_t)atoll(argv[i]);
+    if (requests <= 0 || n_widths == 1) {
+        fprintf(stderr, "usage: %s [requests-per-thread [width width ...]]\n", argv[0]);
+        return 2;
+    }
     printf("pinned version %s\n", pinned_version());
 
-    char message[256];
-    size_t full_len = 12345;
-    pinned_status status = pinned_last_error(message, sizeof message, &full_len);
-    if (status != PINNED_OK || full_len != 0 || message[0] != '\0') {
-        fprintf(stderr, "expected no error yet, got status %u len %zu\n",
-                (unsigned)status, full_len);
-        return 1;
+    pinned_runtime *runtime = NULL;
+    CHECK(pinned_runtime_new(&runtime));
+    pinned_partition_config config;
+    CHECK(pinned_partition_config_default(&config));
+    config.name = "mlp";
+    config.cpus = "all";
+    CHECK(pinned_runtime_add_partition(runtime, &config));
+    pinned_model_config model = {PINNED_MODEL_MLP, n_widths ? widths : NULL, n_widths, 1};
+    pinned_partition *partition = NULL;
+    CHECK(pinned_runtime_load_model(runtime, "mlp", &model, &partition));
+    size_t input_len, output_len;
+    CHECK(pinned_partition_io_len(partition, &input_len, &output_len));
+    printf("partition mlp: %zu inputs, %zu outputs\n", input_len, output_len);
+
+    struct host_thread threads[HOST_THREADS];
+    pthread_t handles[HOST_THREADS];
+    double *all = malloc(sizeof(double) * (size_t)requests * HOST_THREADS);
+    for (int i = 0; i < HOST_THREADS; i++) {
+        threads[i] = (struct host_thread){partition, input_len, output_len, requests, i,
+                                          all + (size_t)i * requests, 0.0};
+        pthread_create(&handles[i], NULL, serve, &threads[i]);
     }
-    status = pinned_last_error(NULL, 8, NULL);
-    if (status != PINNED_NULL_ARGUMENT) {
-        fprintf(stderr, "a NULL buffer must be refused, got status %u\n", (unsigned)status);
-        return 1;
+    for (int i = 0; i < HOST_THREADS; i++) pthread_join(handles[i], NULL);
+
+    size_t n = (size_t)requests * HOST_THREADS;
+    qsort(all, n, sizeof *all, by_value);
+    printf("host-measured latency over %zu requests from %d threads: p50 %.1f us, p99 %.1f us, max %.1f us\n",
+           n, HOST_THREADS, all[n / 2], all[(size_t)(n * 0.99)], all[n - 1]);
+
+    pinned_telemetry telemetry;
+    CHECK(pinned_partition_telemetry(partition, &telemetry));
+    printf("pinned telemetry: %llu requests, %llu batches, %u workers; total p50 %.1f us, p99 %.1f us; "
+           "queue wait p50 %.1f us; service p50 %.1f us\n",
+           (unsigned long long)telemetry.requests, (unsigned long long)telemetry.batches,
+           telemetry.workers, telemetry.total.p50_ns / 1e3, telemetry.total.p99_ns / 1e3,
+           telemetry.queue_wait.p50_ns / 1e3, telemetry.service.p50_ns / 1e3);
+    for (uint32_t w = 0; w < telemetry.workers; w++) {
+        pinned_worker_telemetry wt;
+        CHECK(pinned_partition_worker_telemetry(partition, w, &wt));
+        printf("  worker %u: %llu requests, last cpu %d, pinned %d, migrations %s\n", w,
+               (unsigned long long)wt.requests, wt.last_cpu, (int)wt.pinned,
+               wt.migrations == UINT64_MAX ? "unavailable" : "counted");
     }
-    printf("null buffer refused with status %u\n", (unsigned)status);
-    printf("c-host ok\n");
-    return 0;
+    double checksum = 0;
+    for (int i = 0; i < HOST_THREADS; i++) checksum += threads[i].checksum;
+    printf("checksum %.6f\n", checksum);
+    int ok = telemetry.requests == n;
+    free(all);
+    pinned_runtime_free(runtime);
+    printf(ok ? "c-host ok\n" : "c-host: telemetry count mismatch\n");
+    return ok ? 0 : 1;
 }

@@ -33,8 +33,16 @@ impl ProcessInfo {
             excluded_cpus: topology.online_cpus.difference(&allowed_cpus),
             allowed_cpus,
             allowed_mems,
-            memory_policy: None,
+            memory_policy: sys.is_live().then(live_policy),
         }
+    }
+}
+
+/// The calling thread's policy, or why it could not be read.
+fn live_policy() -> String {
+    match pinned_allocator::numa::current_policy() {
+        Ok(policy) => policy.to_string(),
+        Err(err) => format!("unknown ({err})"),
     }
 }
 

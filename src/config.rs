@@ -1,0 +1,223 @@
+//! A runtime described as data: partitions and their models, from TOML or
+//! JSON. The C ABI's `pinned_runtime_new_from_config` and Rust hosts share it.
+//!
+//! ```toml
+//! [[partition]]
+//! name = "mlp"
+//! cpus = "0-1"            # taskset/numactl lists, "all", "node:0"
+//! placement = "local"     # os | local | bind:0 | preferred:1 | interleave:0-1 | replicate
+//! wait = "park:50"        # spin | yield:<us> | park:<us>
+//! workers = 2             # 0 = one per CPU
+//! max_batch = 1
+//! max_wait_us = 0
+//! pin = true
+//! [partition.model]
+//! kind = "mlp"
+//! widths = [1024, 4096, 1024, 4096, 1024]
+//! seed = 1
+//! ```
+
+use std::sync::Arc;
+
+use pinned_runtime::{
+    BatchPolicy, DenseMlp, Model, ModelError, PartitionConfig, Placement, Runtime, RuntimeConfig,
+    RuntimeError, WaitStrategy, DEFAULT_MLP,
+};
+
+/// Why a configuration was refused; parse errors say where (line, column).
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config is not valid JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("config is not valid TOML: {0}")]
+    Toml(#[from] toml::de::Error),
+    #[error("partition '{partition}': {what}")]
+    Invalid { partition: String, what: String },
+    #[error("partition '{partition}': building the model: {source}")]
+    Model {
+        partition: String,
+        source: ModelError,
+    },
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+}
+
+/// Every partition of a runtime.
+#[derive(Clone, Debug, Default, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeSpec {
+    #[serde(default, rename = "partition")]
+    pub partitions: Vec<PartitionSpec>,
+}
+
+/// One partition: where it runs, how it waits and batches, and its model.
+#[derive(Clone, Debug, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PartitionSpec {
+    pub name: String,
+    #[serde(default = "all_cpus")]
+    pub cpus: String,
+    #[serde(default)]
+    pub placement: Option<String>,
+    #[serde(default)]
+    pub wait: Option<String>,
+    #[serde(default)]
+    pub workers: usize,
+    #[serde(default = "one")]
+    pub max_batch: usize,
+    #[serde(default)]
+    pub max_wait_us: u32,
+    #[serde(default)]
+    pub slots: usize,
+    #[serde(default = "yes")]
+    pub pin: bool,
+    pub model: ModelSpec,
+}
+
+/// Which model a partition serves.
+#[derive(Clone, Debug, serde::Deserialize, serde::Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum ModelSpec {
+    /// The built-in dense MLP with deterministic weights.
+    Mlp {
+        #[serde(default)]
+        widths: Option<Vec<usize>>,
+        #[serde(default = "one_u64")]
+        seed: u64,
+    },
+}
+
+fn all_cpus() -> String {
+    "all".to_owned()
+}
+fn one() -> usize {
+    1
+}
+fn one_u64() -> u64 {
+    1
+}
+fn yes() -> bool {
+    true
+}
+
+impl RuntimeSpec {
+    /// Parses JSON (text starting with `{`) or TOML.
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        if text.trim_start().starts_with('{') {
+            Ok(serde_json::from_str(text)?)
+        } else {
+            Ok(toml::from_str(text)?)
+        }
+    }
+
+    /// Starts a runtime on the live machine with every partition running.
+    pub fn start(&self) -> Result<Runtime, ConfigError> {
+        let mut runtime = Runtime::new(RuntimeConfig::default())?;
+        for part in &self.partitions {
+            let config = part.partition_config()?;
+            let model = part.model.build().map_err(|source| ConfigError::Model {
+                partition: part.name.clone(),
+                source,
+            })?;
+            runtime.add_partition(config, model)?;
+        }
+        Ok(runtime)
+    }
+}
+
+impl PartitionSpec {
+    /// The runtime's partition configuration; refuses unknown spellings.
+    pub fn partition_config(&self) -> Result<PartitionConfig, ConfigError> {
+        let invalid = |what: String| ConfigError::Invalid {
+            partition: self.name.clone(),
+            what,
+        };
+        let mut config = PartitionConfig::new(self.name.clone(), self.cpus.clone());
+        if let Some(text) = &self.placement {
+            config.placement = Placement::parse(text).ok_or_else(|| {
+                invalid(format!(
+                    "placement '{text}' is not one of os, local, bind:LIST, preferred:NODE, \
+                     interleave:LIST, replicate"
+                ))
+            })?;
+        }
+        if let Some(text) = &self.wait {
+            config.wait = WaitStrategy::parse(text).ok_or_else(|| {
+                invalid(format!(
+                    "wait '{text}' is not one of spin, yield:<us>, park:<us>"
+                ))
+            })?;
+        }
+        if self.max_batch == 0 {
+            return Err(invalid("max_batch must be at least 1".to_owned()));
+        }
+        config.batch = BatchPolicy {
+            max_batch: self.max_batch,
+            max_wait_us: self.max_wait_us,
+        };
+        config.workers = self.workers;
+        config.slots = self.slots;
+        config.pin = self.pin;
+        Ok(config)
+    }
+}
+
+impl ModelSpec {
+    pub fn build(&self) -> Result<Arc<dyn Model>, ModelError> {
+        match self {
+            Self::Mlp { widths, seed } => {
+                let widths = widths.as_deref().unwrap_or(&DEFAULT_MLP);
+                Ok(Arc::new(DenseMlp::new(widths, *seed)?))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TOML: &str = r#"
+[[partition]]
+name = "a"
+cpus = "0"
+wait = "spin"
+[partition.model]
+kind = "mlp"
+widths = [8, 16, 4]
+"#;
+
+    #[test]
+    fn toml_and_json_describe_the_same_thing() {
+        let t = RuntimeSpec::parse(TOML).unwrap();
+        let j = RuntimeSpec::parse(
+            r#"{"partition": [{"name": "a", "cpus": "0", "wait": "spin",
+                "model": {"kind": "mlp", "widths": [8, 16, 4]}}]}"#,
+        )
+        .unwrap();
+        assert_eq!(format!("{t:?}"), format!("{j:?}"));
+        let config = t.partitions[0].partition_config().unwrap();
+        assert_eq!(config.wait, WaitStrategy::Spin);
+        assert!(config.pin);
+    }
+
+    #[test]
+    fn errors_say_where() {
+        let err = RuntimeSpec::parse("[[partition]]\nname = \"a\"\nbogus = 1\n").unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("line 3") || text.contains("bogus"), "{text}");
+        let err = RuntimeSpec::parse("{\"partition\": [}").unwrap_err();
+        assert!(err.to_string().contains("column"), "{err}");
+    }
+
+    #[test]
+    fn bad_spellings_are_refused_naming_the_partition() {
+        let mut spec = RuntimeSpec::parse(TOML).unwrap();
+        spec.partitions[0].placement = Some("elsewhere".into());
+        let err = spec.partitions[0]
+            .partition_config()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("'a'") && err.contains("elsewhere"), "{err}");
+    }
+}
