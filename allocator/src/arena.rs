@@ -205,9 +205,11 @@ impl Arena {
         }
     }
 
-    /// Frees everything allocated since `mark`. A mark from another arena,
-    /// or one already freed past by an earlier reset, frees nothing (see
-    /// [`try_reset_to`](Self::try_reset_to) to be told).
+    /// Frees every byte above `mark`: all allocated since the mark was
+    /// taken. A mark is a byte offset, so after a deeper reset it frees
+    /// whatever now lies above it. A mark from another arena, or one above
+    /// the bytes in use, frees nothing (see [`try_reset_to`](Self::try_reset_to)
+    /// to be told). `&mut self` proves no allocation is still borrowed.
     #[inline]
     pub fn reset_to(&mut self, mark: Mark) {
         let _ignored = self.try_reset_to(mark);
