@@ -1,0 +1,427 @@
+//! `pinned bench gemm [--quick] [--json] [--threads 1,2]`: our fp32 GEMM
+//! against `matrixmultiply` and `gemm` in the same run, beside this
+//! machine's FMA peak and read bandwidth measured by probes in that run.
+//!
+//! Shapes: square 256..2048 (B plain, packed per call, as the peers do), and
+//! the inference shapes M in {1, 4, 16, 64, 256} x (K, N) in {(384, 1536),
+//! (1536, 384), (1024, 1024), (4096, 4096)} with B pre-packed once (model
+//! weights are; the peers pack theirs per call, which is their cost).
+//!
+//! `matrixmultiply` reads its thread count (`MATMUL_NUM_THREADS`) once per
+//! process, so each thread count is measured in a child process (this same
+//! command line re-run with [`CHILD_ENV`] set); the parent collects the
+//! children's JSON records and prints them.
+//!
+//! Timing: each sample runs enough calls to last `sample_ms`, the best of
+//! `samples` counts (the least-disturbed run on a shared machine), and the
+//! three libraries are interleaved sample by sample so load affects all.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use pinned_kernels::gemm::{self, BMatrix, Epilogue, MatMut, MatRef, PackedB, Team, ThreadTeam};
+use pinned_kernels::Isa;
+
+mod probes;
+
+/// Set (to the thread count) in the child processes.
+pub const CHILD_ENV: &str = "PINNED_GEMM_BENCH_CHILD";
+
+#[derive(Clone, Debug)]
+pub struct GemmBenchOptions {
+    /// Fewer, shorter samples (about a minute in all).
+    pub quick: bool,
+    /// One JSON record per line instead of the table.
+    pub json: bool,
+    /// Thread counts to measure (default 1 and 2).
+    pub threads: Vec<usize>,
+    /// Force an ISA (as `PINNED_ISA`); default: `PINNED_ISA` or the best.
+    pub isa: Option<String>,
+}
+
+impl Default for GemmBenchOptions {
+    fn default() -> Self {
+        Self {
+            quick: false,
+            json: false,
+            threads: vec![1, 2],
+            isa: None,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GemmBenchError {
+    #[error(transparent)]
+    Isa(#[from] pinned_kernels::IsaError),
+    #[error(transparent)]
+    Gemm(#[from] gemm::GemmError),
+    #[error("I/O: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("child for {threads} thread(s) failed: {detail}")]
+    Child { threads: usize, detail: String },
+    #[error("bad record from child: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+/// One measured shape.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct Record {
+    /// `MxKxN`.
+    pub shape: String,
+    pub m: usize,
+    pub k: usize,
+    pub n: usize,
+    pub threads: usize,
+    pub isa: String,
+    /// `packed` (pre-packed B) or `plain` (B packed inside the call).
+    pub b: String,
+    pub gflops: f64,
+    pub matrixmultiply_gflops: f64,
+    pub gemm_gflops: f64,
+    /// The better of the two peers.
+    pub peer_gflops: f64,
+    pub ratio_vs_best_peer: f64,
+    /// FMA peak of `threads` cores measured by the probe in this run.
+    pub peak_gflops: f64,
+    pub peak_fraction: f64,
+    /// M = 1 only: read bandwidth over a buffer the size of B, and the
+    /// fraction of it our GEMM reached (bytes of B / time).
+    pub read_gbps: Option<f64>,
+    pub bandwidth_fraction: Option<f64>,
+}
+
+/// Runs the benchmark (or, in a child process, one thread count of it).
+pub fn run(opts: &GemmBenchOptions) -> Result<(), GemmBenchError> {
+    let isa = match &opts.isa {
+        Some(name) => Isa::force(name)?,
+        None => Isa::from_env()?,
+    };
+    if let Some(threads) = std::env::var(CHILD_ENV)
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        let mut out = std::io::stdout().lock();
+        return measure(isa, threads, opts.quick, &mut |r| {
+            writeln!(out, "{}", serde_json::to_string(r)?)?;
+            out.flush()?;
+            Ok(())
+        });
+    }
+    let mut records = Vec::new();
+    for &threads in &opts.threads {
+        records.extend(run_child(threads)?);
+    }
+    let mut out = std::io::stdout().lock();
+    if opts.json {
+        for r in &records {
+            writeln!(out, "{}", serde_json::to_string(r)?)?;
+        }
+    } else {
+        write!(out, "{}", table(&records))?;
+    }
+    Ok(())
+}
+
+fn run_child(threads: usize) -> Result<Vec<Record>, GemmBenchError> {
+    let exe = std::env::current_exe()?;
+    let mut child = Command::new(exe)
+        .args(std::env::args_os().skip(1))
+        .env(CHILD_ENV, threads.to_string())
+        .env("MATMUL_NUM_THREADS", threads.to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()?;
+    let mut records = Vec::new();
+    if let Some(stdout) = child.stdout.take() {
+        for line in BufReader::new(stdout).lines() {
+            let line = line?;
+            if line.trim_start().starts_with('{') {
+                records.push(serde_json::from_str(&line)?);
+            }
+        }
+    }
+    let status = child.wait()?;
+    if !status.success() {
+        return Err(GemmBenchError::Child {
+            threads,
+            detail: status.to_string(),
+        });
+    }
+    Ok(records)
+}
+
+/// Square shapes, then inference shapes.
+fn shapes() -> Vec<(usize, usize, usize, bool)> {
+    let mut v: Vec<_> = [256, 512, 1024, 2048]
+        .iter()
+        .map(|&s| (s, s, s, false))
+        .collect();
+    for (k, n) in [(384, 1536), (1536, 384), (1024, 1024), (4096, 4096)] {
+        for m in [1, 4, 16, 64, 256] {
+            v.push((m, k, n, true));
+        }
+    }
+    v
+}
+
+type Emit<'a> = dyn FnMut(&Record) -> Result<(), GemmBenchError> + 'a;
+
+fn measure(
+    isa: Isa,
+    threads: usize,
+    quick: bool,
+    emit: &mut Emit<'_>,
+) -> Result<(), GemmBenchError> {
+    let team = ThreadTeam::new(threads)?;
+    let timing = Timing::new(quick);
+    let peak = probes::fma_peak_gflops(&team, if quick { 50 } else { 200 });
+    eprintln!("[gemm bench] {threads} thread(s), isa {isa}, FMA peak {peak:.1} GFLOP/s");
+    for (m, k, n, packed) in shapes() {
+        let rec = measure_shape(isa, &team, &timing, (m, k, n), packed, peak)?;
+        eprintln!(
+            "[gemm bench] {:>16} t={threads}: {:7.1} GFLOP/s, peers {:7.1} / {:7.1}, ratio {:.2}",
+            rec.shape,
+            rec.gflops,
+            rec.matrixmultiply_gflops,
+            rec.gemm_gflops,
+            rec.ratio_vs_best_peer
+        );
+        emit(&rec)?;
+    }
+    Ok(())
+}
+
+struct Timing {
+    sample: Duration,
+    samples: usize,
+}
+
+impl Timing {
+    fn new(quick: bool) -> Self {
+        if quick {
+            Self {
+                sample: Duration::from_millis(15),
+                samples: 3,
+            }
+        } else {
+            Self {
+                sample: Duration::from_millis(60),
+                samples: 7,
+            }
+        }
+    }
+}
+
+/// Calls per sample so that one sample lasts about `target`.
+fn calibrate(target: Duration, f: &mut dyn FnMut()) -> u32 {
+    let start = Instant::now();
+    f();
+    let once = start.elapsed().max(Duration::from_nanos(100));
+    (target.as_secs_f64() / once.as_secs_f64()).clamp(1.0, 1e6) as u32
+}
+
+fn time_per_call(iters: u32, f: &mut dyn FnMut()) -> f64 {
+    let start = Instant::now();
+    for _ in 0..iters {
+        f();
+    }
+    start.elapsed().as_secs_f64() / iters as f64
+}
+
+/// Best seconds per call of each function, sampled in turn.
+fn race(timing: &Timing, fs: &mut [&mut dyn FnMut()]) -> Vec<f64> {
+    let iters: Vec<u32> = fs
+        .iter_mut()
+        .map(|f| calibrate(timing.sample, *f))
+        .collect();
+    let mut best = vec![f64::INFINITY; fs.len()];
+    for _ in 0..timing.samples {
+        for (i, f) in fs.iter_mut().enumerate() {
+            best[i] = best[i].min(time_per_call(iters[i], *f));
+        }
+    }
+    best
+}
+
+fn fill(len: usize, seed: u32) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(2_654_435_761) | 1;
+    (0..len)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 17;
+            s ^= s << 5;
+            (s >> 8) as f32 / (1u32 << 24) as f32 - 0.5
+        })
+        .collect()
+}
+
+fn measure_shape(
+    isa: Isa,
+    team: &ThreadTeam,
+    timing: &Timing,
+    (m, k, n): (usize, usize, usize),
+    packed: bool,
+    peak: f64,
+) -> Result<Record, GemmBenchError> {
+    let threads = team.threads();
+    let a = fill(m * k, 1);
+    let b = fill(k * n, 2);
+    let mut c = vec![0.0f32; m * n];
+    let mut c_mm = vec![0.0f32; m * n];
+    let mut c_gemm = vec![0.0f32; m * n];
+    let packed_b = PackedB::new(&b, n, k, n, isa)?;
+    let mut scratch = vec![0u8; gemm::gemm_scratch_bytes_parallel(m, n, k, isa, threads)];
+    let epi = Epilogue::new();
+
+    // Validate once outside the timed loop, so the loop can't fail silently.
+    let ours = |c: &mut [f32], scratch: &mut [u8]| -> Result<(), gemm::GemmError> {
+        let bm = if packed {
+            BMatrix::Packed(&packed_b)
+        } else {
+            BMatrix::Plain(MatRef::new(&b, k, n, n)?)
+        };
+        let cm = MatMut::new(c, m, n, n)?;
+        let am = MatRef::new(&a, m, k, k)?;
+        if threads == 1 {
+            gemm::sgemm(isa, 1.0, am, bm, 0.0, cm, &epi, scratch)
+        } else {
+            gemm::sgemm_parallel(team, isa, 1.0, am, bm, 0.0, cm, &epi, scratch)
+        }
+    };
+    ours(&mut c, &mut scratch)?;
+
+    let par = if threads == 1 {
+        ::gemm::Parallelism::None
+    } else {
+        ::gemm::Parallelism::Rayon(threads)
+    };
+    let mut f_ours = || {
+        let _ = ours(&mut c, &mut scratch);
+    };
+    let mut f_mm = || {
+        // SAFETY: a is m x k, b k x n, c m x n, all row-major and dense.
+        unsafe {
+            matrixmultiply::sgemm(
+                m,
+                k,
+                n,
+                1.0,
+                a.as_ptr(),
+                k as isize,
+                1,
+                b.as_ptr(),
+                n as isize,
+                1,
+                0.0,
+                c_mm.as_mut_ptr(),
+                n as isize,
+                1,
+            )
+        }
+    };
+    let mut f_gemm = || {
+        // SAFETY: as above; read_dst = false, so dst = 1.0 * a b.
+        unsafe {
+            ::gemm::gemm(
+                m,
+                n,
+                k,
+                c_gemm.as_mut_ptr(),
+                1,
+                n as isize,
+                false,
+                a.as_ptr(),
+                1,
+                k as isize,
+                b.as_ptr(),
+                1,
+                n as isize,
+                0.0,
+                1.0,
+                false,
+                false,
+                false,
+                par,
+            )
+        }
+    };
+    let best = race(timing, &mut [&mut f_ours, &mut f_mm, &mut f_gemm]);
+    let flop = 2.0 * m as f64 * n as f64 * k as f64;
+    let gf = |s: f64| flop / s / 1e9;
+    let (ours_gf, mm_gf, gemm_gf) = (gf(best[0]), gf(best[1]), gf(best[2]));
+    let peer = mm_gf.max(gemm_gf);
+
+    let (read_gbps, bandwidth_fraction) = if m == 1 {
+        let bw = probes::read_bandwidth_gbps(team, k * n, timing.samples);
+        let ours_gbps = (k * n * 4) as f64 / best[0] / 1e9;
+        (Some(bw), Some(ours_gbps / bw))
+    } else {
+        (None, None)
+    };
+    Ok(Record {
+        shape: format!("{m}x{k}x{n}"),
+        m,
+        k,
+        n,
+        threads,
+        isa: isa.name().to_owned(),
+        b: if packed { "packed" } else { "plain" }.to_owned(),
+        gflops: ours_gf,
+        matrixmultiply_gflops: mm_gf,
+        gemm_gflops: gemm_gf,
+        peer_gflops: peer,
+        ratio_vs_best_peer: ours_gf / peer,
+        peak_gflops: peak,
+        peak_fraction: ours_gf / peak,
+        read_gbps,
+        bandwidth_fraction,
+    })
+}
+
+/// The human report.
+pub fn table(records: &[Record]) -> String {
+    let mut s = String::new();
+    s.push_str(&format!(
+        "{:>16} {:>3} {:>7} {:>6} {:>9} {:>9} {:>9} {:>7} {:>6} {:>9} {:>6}\n",
+        "shape MxKxN",
+        "thr",
+        "isa",
+        "B",
+        "GFLOP/s",
+        "mmul",
+        "gemm",
+        "ratio",
+        "peak%",
+        "read GB/s",
+        "bw%"
+    ));
+    for r in records {
+        let (bw, bwf) = match (r.read_gbps, r.bandwidth_fraction) {
+            (Some(b), Some(f)) => (format!("{b:.1}"), format!("{:.0}", f * 100.0)),
+            _ => ("-".into(), "-".into()),
+        };
+        s.push_str(&format!(
+            "{:>16} {:>3} {:>7} {:>6} {:>9.1} {:>9.1} {:>9.1} {:>7.2} {:>6.1} {:>9} {:>6}\n",
+            r.shape,
+            r.threads,
+            r.isa,
+            r.b,
+            r.gflops,
+            r.matrixmultiply_gflops,
+            r.gemm_gflops,
+            r.ratio_vs_best_peer,
+            r.peak_fraction * 100.0,
+            bw,
+            bwf
+        ));
+    }
+    if let Some(r) = records.first() {
+        s.push_str(&format!(
+            "peak = FMA probe on {} thread(s): {:.1} GFLOP/s; ratio = ours / max(matrixmultiply, gemm)\n",
+            r.threads, r.peak_gflops
+        ));
+    }
+    s
+}

@@ -1,0 +1,173 @@
+//! Hardware probes run beside the GEMM benchmark, in the same process and
+//! on the same team: the fp32 FMA peak and the read bandwidth.
+
+use core::arch::x86_64::*;
+use std::hint::black_box;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Instant;
+
+use pinned_kernels::gemm::Team;
+use pinned_kernels::isa::{Avx2, Avx512};
+
+/// Independent accumulators in the FMA probe: with 4-cycle latency and two
+/// FMA ports, 8 chains keep both ports full; 16 leaves margin.
+const CHAINS: usize = 16;
+/// Probe iterations per call (each is CHAINS FMAs).
+const FMA_ITERS: u64 = 1 << 18;
+
+/// `FMA_ITERS * CHAINS` dependent-by-chain FMAs on zmm registers.
+///
+/// # Safety
+/// AVX-512F must be available.
+#[target_feature(enable = "avx512f")]
+unsafe fn fma_loop_avx512(seed: f32) -> f32 {
+    let x = _mm512_set1_ps(0.999_999);
+    let y = _mm512_set1_ps(seed);
+    let mut acc = [_mm512_set1_ps(seed); CHAINS];
+    for _ in 0..FMA_ITERS {
+        for a in acc.iter_mut() {
+            *a = _mm512_fmadd_ps(*a, x, y);
+        }
+    }
+    let mut s = _mm512_setzero_ps();
+    for a in acc {
+        s = _mm512_add_ps(s, a);
+    }
+    _mm512_reduce_add_ps(s)
+}
+
+/// # Safety
+/// AVX2 and FMA must be available.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn fma_loop_avx2(seed: f32) -> f32 {
+    let x = _mm256_set1_ps(0.999_999);
+    let y = _mm256_set1_ps(seed);
+    let mut acc = [_mm256_set1_ps(seed); CHAINS];
+    for _ in 0..FMA_ITERS {
+        for a in acc.iter_mut() {
+            *a = _mm256_fmadd_ps(*a, x, y);
+        }
+    }
+    let mut out = [0.0f32; 8];
+    let mut s = _mm256_setzero_ps();
+    for a in acc {
+        s = _mm256_add_ps(s, a);
+    }
+    // SAFETY: `out` holds 8 floats.
+    unsafe { _mm256_storeu_ps(out.as_mut_ptr(), s) };
+    out.iter().sum()
+}
+
+/// Flops one probe call performs on the widest ISA here, and the call.
+fn fma_probe() -> (f64, fn(f32) -> f32) {
+    fn avx512(seed: f32) -> f32 {
+        // SAFETY: chosen only when `Avx512::try_new()` succeeded.
+        unsafe { fma_loop_avx512(seed) }
+    }
+    fn avx2(seed: f32) -> f32 {
+        // SAFETY: chosen only when `Avx2::try_new()` succeeded.
+        unsafe { fma_loop_avx2(seed) }
+    }
+    fn scalar(seed: f32) -> f32 {
+        let mut acc = [seed; CHAINS];
+        for _ in 0..FMA_ITERS {
+            for a in acc.iter_mut() {
+                *a = *a * 0.999_999 + seed;
+            }
+            acc = black_box(acc);
+        }
+        acc.iter().sum()
+    }
+    let per_iter = |lanes: usize| (FMA_ITERS as usize * CHAINS * lanes * 2) as f64;
+    if Avx512::try_new().is_some() {
+        (per_iter(16), avx512)
+    } else if Avx2::try_new().is_some() {
+        (per_iter(8), avx2)
+    } else {
+        (per_iter(1), scalar)
+    }
+}
+
+/// The fp32 FMA peak of the team's threads together, GFLOP/s (best of
+/// `reps` rounds, each thread running one probe call).
+pub fn fma_peak_gflops(team: &dyn Team, reps: usize) -> f64 {
+    let (flop, probe) = fma_probe();
+    let sink = AtomicU32::new(0);
+    let mut best = f64::INFINITY;
+    for rep in 0..reps.max(3) {
+        let start = Instant::now();
+        team.run(&|t| {
+            let r = probe(1e-7 * (rep + t) as f32);
+            sink.fetch_add(r.to_bits(), Ordering::Relaxed);
+        });
+        best = best.min(start.elapsed().as_secs_f64());
+    }
+    black_box(sink.load(Ordering::Relaxed));
+    flop * team.threads() as f64 / best / 1e9
+}
+
+/// Sum of `x`, read with wide loads and 4 accumulators.
+///
+/// # Safety
+/// AVX-512F must be available.
+#[target_feature(enable = "avx512f")]
+unsafe fn sum_avx512(x: &[f32]) -> f32 {
+    let mut acc = [_mm512_setzero_ps(); 4];
+    let chunks = x.chunks_exact(64);
+    let tail: f32 = chunks.remainder().iter().sum();
+    for c in chunks {
+        for (i, a) in acc.iter_mut().enumerate() {
+            // SAFETY: `c` has 64 floats; lane group `i` is `c[16 i .. 16 i + 16]`.
+            *a = _mm512_add_ps(*a, unsafe { _mm512_loadu_ps(c.as_ptr().add(16 * i)) });
+        }
+    }
+    let s = _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]));
+    _mm512_reduce_add_ps(s) + tail
+}
+
+fn sum(x: &[f32]) -> f32 {
+    if Avx512::try_new().is_some() {
+        // SAFETY: AVX-512F checked just above.
+        unsafe { sum_avx512(x) }
+    } else {
+        // 8 independent partial sums: enough for SSE/AVX2 auto-vectorisation.
+        let mut acc = [0.0f32; 8];
+        let chunks = x.chunks_exact(8);
+        let tail: f32 = chunks.remainder().iter().sum();
+        for c in chunks {
+            for (a, v) in acc.iter_mut().zip(c) {
+                *a += v;
+            }
+        }
+        acc.iter().sum::<f32>() + tail
+    }
+}
+
+/// Read bandwidth (GB/s) of the team streaming a warm `floats`-long buffer,
+/// each thread its own contiguous share: the limit of a matrix-vector
+/// product whose weights are that size.
+pub fn read_bandwidth_gbps(team: &dyn Team, floats: usize, samples: usize) -> f64 {
+    let buf: Vec<f32> = (0..floats).map(|i| (i % 7) as f32).collect();
+    let threads = team.threads();
+    let sink = AtomicU32::new(0);
+    let pass = || {
+        team.run(&|t| {
+            let lo = t * floats / threads;
+            let hi = (t + 1) * floats / threads;
+            sink.fetch_add(sum(&buf[lo..hi]).to_bits(), Ordering::Relaxed);
+        })
+    };
+    pass();
+    let mut best = f64::INFINITY;
+    for _ in 0..samples.max(3) {
+        let start = Instant::now();
+        let mut passes = 0u32;
+        while passes < 3 || start.elapsed().as_secs_f64() < 0.02 {
+            pass();
+            passes += 1;
+        }
+        best = best.min(start.elapsed().as_secs_f64() / passes as f64);
+    }
+    black_box(sink.load(Ordering::Relaxed));
+    (floats * 4) as f64 / best / 1e9
+}
