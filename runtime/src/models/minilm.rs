@@ -238,13 +238,16 @@ impl MiniLm {
     ) -> Result<Self, LoadError> {
         let weights = file.path().to_path_buf();
         let weights = weights.as_path();
-        if options.max_seq == 0 || options.max_seq > config.max_position_embeddings {
+        let longest = config
+            .max_position_embeddings
+            .min(super::minilm_forward::MAX_SEQ);
+        if options.max_seq == 0 || options.max_seq > longest {
             return Err(LoadError::new(
                 weights,
                 None,
                 LoadErrorKind::Config(format!(
                     "max_seq {} outside 1..={}",
-                    options.max_seq, config.max_position_embeddings
+                    options.max_seq, longest
                 )),
             ));
         }

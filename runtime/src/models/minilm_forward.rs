@@ -8,13 +8,36 @@
 use pinned_kernels::gemm::{self, BMatrix, Epilogue, MatMut, MatRef, SingleThread};
 
 use super::minilm::{MiniLm, Weights};
-use super::nn;
 use super::store;
 use crate::model::{Model, ModelError, Scratch, ScratchSize};
+use pinned_kernels::ops::{self, OpsError};
 
 /// Length of a request: one past its last mask 1 (0 when all padding).
 fn seq_len(mask: &[f32]) -> usize {
     mask.iter().rposition(|m| *m != 0.0).map_or(0, |i| i + 1)
+}
+
+/// Longest sequence a request may carry (sizes the per-request keep
+/// flags on the stack).
+pub(crate) const MAX_SEQ: usize = 4096;
+
+/// The mask as keep flags for the ops, `None` when every position counts
+/// (the usual case once trailing padding is cut).
+fn keep_flags<'k>(mask: &[f32], buf: &'k mut [bool; MAX_SEQ]) -> Option<&'k [bool]> {
+    if mask.iter().all(|m| *m != 0.0) {
+        return None;
+    }
+    let keep = &mut buf[..mask.len()];
+    for (k, m) in keep.iter_mut().zip(mask) {
+        *k = *m != 0.0;
+    }
+    Some(keep)
+}
+
+#[cold]
+#[inline(never)]
+fn op(e: OpsError) -> ModelError {
+    ModelError::Shape(e.to_string())
 }
 
 /// Activation buffers carved from the scratch floats, for `t` tokens.
@@ -106,6 +129,8 @@ impl MiniLm {
             });
         }
         let buf = self.carve(floats, total);
+        let isa = paths.f32;
+        let mut keep_buf = [false; MAX_SEQ];
         let requests = || {
             inputs
                 .chunks_exact(2 * s)
@@ -131,10 +156,9 @@ impl MiniLm {
                 row += 1;
             }
         }
-        nn::layernorm_rows(buf.x, h, w.embed_ln.0, w.embed_ln.1, eps);
+        ops::layernorm(isa, buf.x, h, w.embed_ln.0, w.embed_ln.1, eps).map_err(op)?;
 
         let team = &SingleThread;
-        let isa = paths.f32;
         let scale = 1.0 / (d as f32).sqrt();
         for layer in &w.layers {
             // Q, K and V in one GEMM: qkv = x W_qkv + b.
@@ -155,6 +179,7 @@ impl MiniLm {
                 if len == 0 {
                     continue;
                 }
+                let keep = keep_flags(&mask[..len], &mut keep_buf);
                 let rows = &buf.qkv[start * 3 * h..(start + len) * 3 * h];
                 for head in 0..heads {
                     let q = MatRef::new(&rows[head * d..], len, d, 3 * h)?;
@@ -171,9 +196,7 @@ impl MiniLm {
                         &Epilogue::new(),
                         bytes,
                     )?;
-                    for r in scores.chunks_exact_mut(len) {
-                        nn::softmax_masked(r, &mask[..len]);
-                    }
+                    ops::softmax_rows(isa, scores, len, keep).map_err(op)?;
                     let p = MatRef::new(scores, len, len, len)?;
                     let ctx = &mut buf.ctx[start * h + head * d..(start + len) * h];
                     gemm::sgemm(
@@ -200,7 +223,7 @@ impl MiniLm {
                 &Epilogue::new().bias(layer.attn_out_bias).residual(buf.x, h),
                 bytes,
             )?;
-            nn::layernorm_rows(buf.h1, h, layer.attn_ln.0, layer.attn_ln.1, eps);
+            ops::layernorm(isa, buf.h1, h, layer.attn_ln.0, layer.attn_ln.1, eps).map_err(op)?;
             // x = layernorm(gelu(h1 W_1 + b_1) W_2 + b_2 + h1)
             let i = cfg.intermediate_size;
             layer.ffn_in.gemm(
@@ -223,15 +246,16 @@ impl MiniLm {
                 &Epilogue::new().bias(layer.ffn_out_bias).residual(buf.h1, h),
                 bytes,
             )?;
-            nn::layernorm_rows(buf.x, h, layer.ffn_ln.0, layer.ffn_ln.1, eps);
+            ops::layernorm(isa, buf.x, h, layer.ffn_ln.0, layer.ffn_ln.1, eps).map_err(op)?;
         }
 
         // Mean pooling over the mask, then L2 normalisation.
         let mut start = 0;
         for ((_, mask), out) in requests().zip(outputs.chunks_exact_mut(h)) {
             let len = seq_len(mask);
-            nn::mean_pool(&buf.x[start * h..(start + len) * h], &mask[..len], out);
-            nn::l2_normalize(out);
+            let keep = keep_flags(&mask[..len], &mut keep_buf);
+            ops::mean_pool(isa, &buf.x[start * h..(start + len) * h], h, keep, out).map_err(op)?;
+            ops::l2_normalize(isa, out, h, 1e-12).map_err(op)?;
             start += len;
         }
         Ok(())

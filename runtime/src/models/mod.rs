@@ -12,7 +12,6 @@ mod convert;
 pub mod minilm;
 mod minilm_forward;
 pub mod mlp;
-mod nn;
 pub mod safetensors_load;
 mod store;
 pub mod tokenize;
