@@ -1,0 +1,106 @@
+//! The manifest MLP against NumPy (tests/fixtures/mlp: weights in f32,
+//! f16 and bf16 tensors, GELU / ReLU / none, outputs computed in float64
+//! by make_tiny_mlp.py), in every precision, alone, batched and served;
+//! and manifests that must be refused.
+
+mod models_common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use models_common::{compare, fixtures};
+use pinned_kernels::precision::Precision;
+use pinned_runtime::models::{LoadErrorKind, LoadOptions, SafetensorsMlp};
+use pinned_runtime::{Model, PartitionConfig, Runtime, RuntimeConfig, Scratch};
+
+#[derive(serde::Deserialize)]
+struct Reference {
+    widths: Vec<usize>,
+    inputs: Vec<Vec<f64>>,
+    outputs: Vec<Vec<f64>>,
+}
+
+fn reference() -> Reference {
+    let text = std::fs::read_to_string(fixtures().join("mlp/tiny_mlp_reference.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+fn load(precision: Precision) -> SafetensorsMlp {
+    SafetensorsMlp::load(fixtures().join("mlp/tiny_mlp.json"), LoadOptions::default().precision(precision)).expect("load")
+}
+
+#[test]
+fn matches_numpy_in_every_precision_alone_and_batched() {
+    let r = reference();
+    for precision in Precision::ALL {
+        let mlp = load(precision);
+        assert_eq!(mlp.widths(), &r.widths[..]);
+        let batch = r.inputs.len();
+        let inputs: Vec<f32> = r.inputs.iter().flatten().map(|&v| v as f32).collect();
+        let mut scratch = Scratch::standalone(mlp.scratch_size(batch)).unwrap();
+        let mut out = vec![f32::NAN; batch * mlp.output_len()];
+        mlp.run(batch, &inputs, &mut out, &mut scratch).unwrap();
+        let mut single = vec![f32::NAN; mlp.output_len()];
+        for (b, want) in r.outputs.iter().enumerate() {
+            let x = &inputs[b * mlp.input_len()..(b + 1) * mlp.input_len()];
+            mlp.run(1, x, &mut single, &mut scratch).unwrap();
+            for got in [&out[b * mlp.output_len()..(b + 1) * mlp.output_len()], &single[..]] {
+                let (cos, max) = compare(got, want);
+                let ok = match precision {
+                    Precision::F32 => max < 1e-5,
+                    Precision::Bf16 => cos >= 0.999,
+                    Precision::Int8 => cos >= 0.99,
+                };
+                assert!(ok, "{precision}, row {b}: cosine {cos}, max abs error {max}");
+            }
+        }
+    }
+}
+
+#[test]
+fn served_by_a_partition() {
+    let r = reference();
+    let mlp = Arc::new(load(Precision::F32));
+    let mut rt = Runtime::new(RuntimeConfig::default()).unwrap();
+    let part = rt
+        .add_partition(PartitionConfig { workers: 1, slots: 2, ..PartitionConfig::new("mlp", "all") }, mlp)
+        .unwrap();
+    let t = Duration::from_secs(30);
+    for (x, want) in r.inputs.iter().zip(&r.outputs) {
+        let mut req = part.acquire(t).unwrap();
+        for (d, s) in req.input_mut().unwrap().iter_mut().zip(x) {
+            *d = *s as f32;
+        }
+        req.submit().unwrap();
+        req.wait(t).unwrap();
+        let (_, max) = compare(req.output().unwrap(), want);
+        assert!(max < 1e-5, "served: {max}");
+        req.release();
+    }
+    rt.shutdown();
+}
+
+#[test]
+fn bad_manifests_are_refused_with_the_file_named() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(fixtures().join("mlp/tiny_mlp.safetensors"), dir.path().join("w.safetensors")).unwrap();
+    let manifest = dir.path().join("m.json");
+    let layer = |w: &str, act: &str| format!(r#"{{"weight": "{w}", "bias": null, "activation": "{act}"}}"#);
+    let cases = [
+        (format!(r#"{{"weights": "w.safetensors", "layers": [{}]}}"#, layer("fc1.weight", "swish")), "activation"),
+        (format!(r#"{{"weights": "w.safetensors", "layers": [{}, {}]}}"#, layer("fc1.weight", "gelu"), layer("fc3.weight", "none")), "shape"),
+        (format!(r#"{{"weights": "w.safetensors", "layers": [{}]}}"#, layer("fc9.weight", "none")), "missing"),
+        (r#"{"weights": "w.safetensors", "layers": []}"#.to_string(), "no layers"),
+        (r#"{"weights": "w.safetensors", "layers": [], "extra": 1}"#.to_string(), "unknown field"),
+        (format!(r#"{{"weights": "nope.safetensors", "layers": [{}]}}"#, layer("fc1.weight", "none")), "cannot read"),
+    ];
+    for (text, what) in cases {
+        std::fs::write(&manifest, &text).unwrap();
+        let err = SafetensorsMlp::load(&manifest, LoadOptions::default()).err().expect(what);
+        assert!(err.to_string().contains(what), "{what}: {err}");
+        if what == "missing" {
+            assert_eq!(err.tensor.as_deref(), Some("fc9.weight"));
+            assert!(matches!(err.kind, LoadErrorKind::Missing));
+        }
+    }
+}
