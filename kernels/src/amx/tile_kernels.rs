@@ -1,0 +1,195 @@
+//! The AMX microkernels: a 32 x 32 block of C (2 x 2 tiles of 16 x 16
+//! 32-bit accumulators) or its 16 x 32 top half, over a whole K slice.
+//!
+//! Per K step (32 bf16 or 64 int8 of depth): load the A tile(s) of 16 rows
+//! x 64 bytes (contiguous in the tile-blocked A), the two B tiles (16 rows x 64 bytes,
+//! contiguous in the packed panels), and issue 4 (or 2) tile dot products.
+//! 8 tiles: tmm0-3 accumulators, tmm4-5 A, tmm6-7 B. Each A tile feeds
+//! two products and each B tile two (in the 2 x 2 form), so loads are half
+//! the products, which keeps `TDP*` (16 cycles each on Sapphire Rapids)
+//! the bottleneck rather than the loads.
+
+/// Which tile dot product.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum TileOp {
+    /// `TDPBF16PS`: bf16 pairs, f32 accumulation.
+    Bf16,
+    /// `TDPBSSD`: s8 quads, i32 accumulation.
+    Int8,
+}
+
+/// Bytes of packed B per K step and 16-column panel (one B tile).
+const B_TILE_BYTES: usize = 1024;
+
+macro_rules! tile_kernel_fn {
+    ($name:ident, $op:literal, two_rows) => {
+        /// # Safety
+        /// As [`tile_kernel`] with two row tiles.
+        #[inline(never)]
+        unsafe fn $name(a: *const u8, a_group: usize, b0: *const u8, b1: *const u8, steps: usize, c: *mut u8, cs: usize, load: bool) {
+            // SAFETY: the caller's contract (see `tile_kernel`): tiles
+            // configured, every load and store address in bounds, steps >= 1.
+            unsafe {
+                core::arch::asm!(
+                    "lea {c2}, [{c} + {cs}*8]",
+                    "lea {c2}, [{c2} + {cs}*8]",
+                    "test {load}, {load}",
+                    "jz 3f",
+                    "tileloadd tmm0, [{c} + {cs}*1]",
+                    "tileloadd tmm1, [{c} + {cs}*1 + 64]",
+                    "tileloadd tmm2, [{c2} + {cs}*1]",
+                    "tileloadd tmm3, [{c2} + {cs}*1 + 64]",
+                    "jmp 2f",
+                    "3:",
+                    "tilezero tmm0",
+                    "tilezero tmm1",
+                    "tilezero tmm2",
+                    "tilezero tmm3",
+                    // Software pipeline: tiles are not renamed, so each
+                    // source tile is reloaded for the next step as soon as
+                    // the last product reading it has issued.
+                    "2:",
+                    "tileloadd tmm4, [{a} + {s64}*1]",
+                    "tileloadd tmm6, [{b0} + {s64}*1]",
+                    "tileloadd tmm7, [{b1} + {s64}*1]",
+                    "tileloadd tmm5, [{a2} + {s64}*1]",
+                    "dec {n}",
+                    "jz 4f",
+                    "5:",
+                    "add {a}, {bstep}",
+                    "add {a2}, {bstep}",
+                    "add {b0}, {bstep}",
+                    "add {b1}, {bstep}",
+                    concat!($op, " tmm0, tmm4, tmm6"),
+                    concat!($op, " tmm1, tmm4, tmm7"),
+                    "tileloadd tmm4, [{a} + {s64}*1]",
+                    concat!($op, " tmm2, tmm5, tmm6"),
+                    "tileloadd tmm6, [{b0} + {s64}*1]",
+                    concat!($op, " tmm3, tmm5, tmm7"),
+                    "tileloadd tmm7, [{b1} + {s64}*1]",
+                    "tileloadd tmm5, [{a2} + {s64}*1]",
+                    "dec {n}",
+                    "jnz 5b",
+                    "4:",
+                    concat!($op, " tmm0, tmm4, tmm6"),
+                    concat!($op, " tmm1, tmm4, tmm7"),
+                    concat!($op, " tmm2, tmm5, tmm6"),
+                    concat!($op, " tmm3, tmm5, tmm7"),
+                    "tilestored [{c} + {cs}*1], tmm0",
+                    "tilestored [{c} + {cs}*1 + 64], tmm1",
+                    "tilestored [{c2} + {cs}*1], tmm2",
+                    "tilestored [{c2} + {cs}*1 + 64], tmm3",
+                    a = inout(reg) a => _,
+                    a2 = inout(reg) a.wrapping_add(a_group) => _,
+                    b0 = inout(reg) b0 => _,
+                    b1 = inout(reg) b1 => _,
+                    s64 = in(reg) 64usize,
+                    bstep = const B_TILE_BYTES,
+                    n = inout(reg) steps => _,
+                    c = in(reg) c,
+                    c2 = out(reg) _,
+                    cs = in(reg) cs,
+                    load = in(reg) usize::from(load),
+                    options(nostack)
+                )
+            }
+        }
+    };
+    ($name:ident, $op:literal, one_row) => {
+        /// # Safety
+        /// As [`tile_kernel`] with one row tile.
+        #[inline(never)]
+        unsafe fn $name(a: *const u8, _a_group: usize, b0: *const u8, b1: *const u8, steps: usize, c: *mut u8, cs: usize, load: bool) {
+            // SAFETY: as in the two-row form, for 16 rows of A and C.
+            unsafe {
+                core::arch::asm!(
+                    "test {load}, {load}",
+                    "jz 3f",
+                    "tileloadd tmm0, [{c} + {cs}*1]",
+                    "tileloadd tmm1, [{c} + {cs}*1 + 64]",
+                    "jmp 2f",
+                    "3:",
+                    "tilezero tmm0",
+                    "tilezero tmm1",
+                    "2:",
+                    "tileloadd tmm4, [{a} + {s64}*1]",
+                    "tileloadd tmm6, [{b0} + {s64}*1]",
+                    "tileloadd tmm7, [{b1} + {s64}*1]",
+                    "dec {n}",
+                    "jz 4f",
+                    "5:",
+                    "add {a}, {bstep}",
+                    "add {b0}, {bstep}",
+                    "add {b1}, {bstep}",
+                    concat!($op, " tmm0, tmm4, tmm6"),
+                    "tileloadd tmm6, [{b0} + {s64}*1]",
+                    concat!($op, " tmm1, tmm4, tmm7"),
+                    "tileloadd tmm4, [{a} + {s64}*1]",
+                    "tileloadd tmm7, [{b1} + {s64}*1]",
+                    "dec {n}",
+                    "jnz 5b",
+                    "4:",
+                    concat!($op, " tmm0, tmm4, tmm6"),
+                    concat!($op, " tmm1, tmm4, tmm7"),
+                    "tilestored [{c} + {cs}*1], tmm0",
+                    "tilestored [{c} + {cs}*1 + 64], tmm1",
+                    a = inout(reg) a => _,
+                    b0 = inout(reg) b0 => _,
+                    b1 = inout(reg) b1 => _,
+                    s64 = in(reg) 64usize,
+                    bstep = const B_TILE_BYTES,
+                    n = inout(reg) steps => _,
+                    c = in(reg) c,
+                    cs = in(reg) cs,
+                    load = in(reg) usize::from(load),
+                    options(nostack)
+                )
+            }
+        }
+    };
+}
+
+tile_kernel_fn!(bf16_2x2, "tdpbf16ps", two_rows);
+tile_kernel_fn!(bf16_1x2, "tdpbf16ps", one_row);
+tile_kernel_fn!(int8_2x2, "tdpbssd", two_rows);
+tile_kernel_fn!(int8_1x2, "tdpbssd", one_row);
+
+/// Accumulates `acc += A * [B0 B1]` for 32 (or, with `two_row_tiles ==
+/// false`, 16) rows of A and 32 columns of B over `steps` K steps. The
+/// 32-bit accumulators (f32 for bf16, i32 for int8) live at `acc`, 32 per
+/// row, rows `acc_stride` bytes apart: loaded from there first when
+/// `load`, else started at zero, and stored back at the end.
+///
+/// # Safety
+/// - The tile configuration is loaded on this thread
+///   ([`super::ensure_tiles`]) and the CPU has the instruction of `op`.
+/// - A is tile-blocked: step `s`'s A tile is the 1 KiB at `a + s * 1024`
+///   (16 rows x 64 bytes), and the second row tile's at `a + a_group + s *
+///   1024`; all readable.
+/// - `b0` and `b1` are each readable for `steps * 1024` bytes (packed panels).
+/// - `acc` is readable and writable for `16` (or `32`) rows of 128 bytes
+///   at stride `acc_stride`; `steps >= 1`.
+#[inline]
+pub(crate) unsafe fn tile_kernel(
+    op: TileOp,
+    two_row_tiles: bool,
+    a: *const u8,
+    a_group: usize,
+    b0: *const u8,
+    b1: *const u8,
+    steps: usize,
+    acc: *mut u8,
+    acc_stride: usize,
+    load: bool,
+) {
+    debug_assert!(steps >= 1);
+    // SAFETY: the caller's contract, unchanged.
+    unsafe {
+        match (op, two_row_tiles) {
+            (TileOp::Bf16, true) => bf16_2x2(a, a_group, b0, b1, steps, acc, acc_stride, load),
+            (TileOp::Bf16, false) => bf16_1x2(a, a_group, b0, b1, steps, acc, acc_stride, load),
+            (TileOp::Int8, true) => int8_2x2(a, a_group, b0, b1, steps, acc, acc_stride, load),
+            (TileOp::Int8, false) => int8_1x2(a, a_group, b0, b1, steps, acc, acc_stride, load),
+        }
+    }
+}

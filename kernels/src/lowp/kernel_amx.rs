@@ -1,0 +1,84 @@
+//! The AMX tile microkernels as [`LowpKernel`]s: 32 x 32 C blocks
+//! (2 x 2 tiles), or 16 x 32 when at most 16 rows remain.
+
+use super::driver::{KTile, LowpKernel};
+use super::Elem;
+use crate::amx::{ensure_tiles, tile_kernel, TileOp};
+use crate::isa::{AmxBf16, AmxInt8, Avx512};
+
+/// K block for large-M calls: a 512-deep slice keeps one 32-column B
+/// micro-panel at 32 KiB (bf16), inside a 48 KiB L1d, and makes the
+/// staging write-out (about 100 cycles per block) small next to the
+/// block's 64 tile products (16 cycles each).
+const KC_BF16: usize = 512;
+/// Int8 carries twice the K per byte: the same bytes per panel.
+const KC_INT8: usize = 1024;
+
+impl LowpKernel for AmxBf16 {
+    const MR: usize = 32;
+    const ELEM: Elem = Elem::Bf16;
+    const A_U8: bool = false;
+    const KC: usize = KC_BF16;
+    type S = Avx512;
+    fn simd(self) -> Avx512 {
+        self.avx512()
+    }
+    #[inline(always)]
+    fn prepare(self) {
+        ensure_tiles(self);
+    }
+    #[inline(always)]
+    unsafe fn run(self, t: &KTile, acc: *mut u8, acc_stride: usize, load: bool) {
+        // SAFETY: `prepare` configured this thread's tiles with an AMX-BF16
+        // token; the KTile invariants give the bounds `tile_kernel` needs
+        // (A rows are padded to 32, so 16 or 32 rows are readable; `acc`
+        // holds 32 rows, or 16 when `rows <= 16`).
+        unsafe {
+            tile_kernel(
+                TileOp::Bf16,
+                t.rows > 16,
+                t.a,
+                t.a_group,
+                t.b0,
+                t.b1,
+                t.kc / 32,
+                acc,
+                acc_stride,
+                load,
+            )
+        }
+    }
+}
+
+impl LowpKernel for AmxInt8 {
+    const MR: usize = 32;
+    const ELEM: Elem = Elem::Int8;
+    const A_U8: bool = false;
+    const KC: usize = KC_INT8;
+    type S = Avx512;
+    fn simd(self) -> Avx512 {
+        self.avx512()
+    }
+    #[inline(always)]
+    fn prepare(self) {
+        ensure_tiles(self);
+    }
+    #[inline(always)]
+    unsafe fn run(self, t: &KTile, acc: *mut u8, acc_stride: usize, load: bool) {
+        // SAFETY: as for bf16, with an AMX-INT8 token.
+        unsafe {
+            tile_kernel(
+                TileOp::Int8,
+                t.rows > 16,
+                t.a,
+                t.a_group,
+                t.b0,
+                t.b1,
+                t.kc / 64,
+                acc,
+                acc_stride,
+                load,
+            )
+        }
+    }
+}
