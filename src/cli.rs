@@ -38,6 +38,31 @@ enum Command {
         #[arg(long, value_name = "PREFIX")]
         pkg_config: Option<String>,
     },
+    /// Sentence embeddings (all-MiniLM-L6-v2) of each text, as one batch.
+    Embed(EmbedArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct EmbedArgs {
+    /// The texts to embed.
+    #[arg(required = true)]
+    texts: Vec<String>,
+    /// Directory with model.safetensors, tokenizer.json, config.json
+    /// (default: $PINNED_MINILM_DIR).
+    #[arg(long, value_name = "DIR")]
+    model_dir: Option<PathBuf>,
+    /// Weight precision: f32, bf16 or int8.
+    #[arg(long, default_value = "f32")]
+    precision: String,
+    /// Weight placement: os, node:N, interleave:LIST, replicate:LIST.
+    #[arg(long, default_value = "os")]
+    placement: String,
+    /// Longest input in tokens (longer texts are truncated).
+    #[arg(long, default_value_t = 512)]
+    max_seq: usize,
+    /// One JSON object: model, precision, kernel, embeddings.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -97,6 +122,18 @@ pub fn main() -> i32 {
 
 fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     match cli.command {
+        Command::Embed(a) => {
+            let placement = pinned_runtime::models::WeightPlacement::parse(&a.placement)
+                .ok_or_else(|| format!("bad --placement `{}`", a.placement))?;
+            emit(&pinned_runtime::models::embed(&pinned_runtime::models::EmbedRequest {
+                model_dir: a.model_dir,
+                texts: a.texts,
+                precision: a.precision.parse()?,
+                placement,
+                max_seq: a.max_seq,
+                json: a.json,
+            })?)?;
+        }
         Command::LinkFlags { pkg_config } => match pkg_config {
             Some(prefix) => emit(&crate::link::pkg_config(&prefix))?,
             None => emit(&format!("{}\n", crate::link::NATIVE_STATIC_LIBS))?,

@@ -9,6 +9,7 @@
 //! - [`WeightPlacement`]: one copy on a node, one per node, or interleaved.
 
 mod convert;
+pub mod embed;
 pub mod minilm;
 mod minilm_forward;
 pub mod mlp;
@@ -16,6 +17,7 @@ pub mod safetensors_load;
 mod store;
 pub mod tokenize;
 
+pub use embed::{embed, EmbedRequest};
 pub use minilm::{BertConfig, LoadOptions, MiniLm, MINILM_DIR_VAR};
 pub use mlp::{MlpManifest, SafetensorsMlp};
 pub use safetensors_load::{LoadError, LoadErrorKind, WeightsFile};
