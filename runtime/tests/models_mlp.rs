@@ -26,7 +26,11 @@ fn reference() -> Reference {
 }
 
 fn load(precision: Precision) -> SafetensorsMlp {
-    SafetensorsMlp::load(fixtures().join("mlp/tiny_mlp.json"), LoadOptions::default().precision(precision)).expect("load")
+    SafetensorsMlp::load(
+        fixtures().join("mlp/tiny_mlp.json"),
+        LoadOptions::default().precision(precision),
+    )
+    .expect("load")
 }
 
 #[test]
@@ -44,14 +48,20 @@ fn matches_numpy_in_every_precision_alone_and_batched() {
         for (b, want) in r.outputs.iter().enumerate() {
             let x = &inputs[b * mlp.input_len()..(b + 1) * mlp.input_len()];
             mlp.run(1, x, &mut single, &mut scratch).unwrap();
-            for got in [&out[b * mlp.output_len()..(b + 1) * mlp.output_len()], &single[..]] {
+            for got in [
+                &out[b * mlp.output_len()..(b + 1) * mlp.output_len()],
+                &single[..],
+            ] {
                 let (cos, max) = compare(got, want);
                 let ok = match precision {
                     Precision::F32 => max < 1e-5,
                     Precision::Bf16 => cos >= 0.999,
                     Precision::Int8 => cos >= 0.99,
                 };
-                assert!(ok, "{precision}, row {b}: cosine {cos}, max abs error {max}");
+                assert!(
+                    ok,
+                    "{precision}, row {b}: cosine {cos}, max abs error {max}"
+                );
             }
         }
     }
@@ -63,7 +73,14 @@ fn served_by_a_partition() {
     let mlp = Arc::new(load(Precision::F32));
     let mut rt = Runtime::new(RuntimeConfig::default()).unwrap();
     let part = rt
-        .add_partition(PartitionConfig { workers: 1, slots: 2, ..PartitionConfig::new("mlp", "all") }, mlp)
+        .add_partition(
+            PartitionConfig {
+                workers: 1,
+                slots: 2,
+                ..PartitionConfig::new("mlp", "all")
+            },
+            mlp,
+        )
         .unwrap();
     let t = Duration::from_secs(30);
     for (x, want) in r.inputs.iter().zip(&r.outputs) {
@@ -83,20 +100,58 @@ fn served_by_a_partition() {
 #[test]
 fn bad_manifests_are_refused_with_the_file_named() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::copy(fixtures().join("mlp/tiny_mlp.safetensors"), dir.path().join("w.safetensors")).unwrap();
+    std::fs::copy(
+        fixtures().join("mlp/tiny_mlp.safetensors"),
+        dir.path().join("w.safetensors"),
+    )
+    .unwrap();
     let manifest = dir.path().join("m.json");
-    let layer = |w: &str, act: &str| format!(r#"{{"weight": "{w}", "bias": null, "activation": "{act}"}}"#);
+    let layer =
+        |w: &str, act: &str| format!(r#"{{"weight": "{w}", "bias": null, "activation": "{act}"}}"#);
     let cases = [
-        (format!(r#"{{"weights": "w.safetensors", "layers": [{}]}}"#, layer("fc1.weight", "swish")), "activation"),
-        (format!(r#"{{"weights": "w.safetensors", "layers": [{}, {}]}}"#, layer("fc1.weight", "gelu"), layer("fc3.weight", "none")), "shape"),
-        (format!(r#"{{"weights": "w.safetensors", "layers": [{}]}}"#, layer("fc9.weight", "none")), "missing"),
-        (r#"{"weights": "w.safetensors", "layers": []}"#.to_string(), "no layers"),
-        (r#"{"weights": "w.safetensors", "layers": [], "extra": 1}"#.to_string(), "unknown field"),
-        (format!(r#"{{"weights": "nope.safetensors", "layers": [{}]}}"#, layer("fc1.weight", "none")), "cannot read"),
+        (
+            format!(
+                r#"{{"weights": "w.safetensors", "layers": [{}]}}"#,
+                layer("fc1.weight", "swish")
+            ),
+            "activation",
+        ),
+        (
+            format!(
+                r#"{{"weights": "w.safetensors", "layers": [{}, {}]}}"#,
+                layer("fc1.weight", "gelu"),
+                layer("fc3.weight", "none")
+            ),
+            "shape",
+        ),
+        (
+            format!(
+                r#"{{"weights": "w.safetensors", "layers": [{}]}}"#,
+                layer("fc9.weight", "none")
+            ),
+            "missing",
+        ),
+        (
+            r#"{"weights": "w.safetensors", "layers": []}"#.to_string(),
+            "no layers",
+        ),
+        (
+            r#"{"weights": "w.safetensors", "layers": [], "extra": 1}"#.to_string(),
+            "unknown field",
+        ),
+        (
+            format!(
+                r#"{{"weights": "nope.safetensors", "layers": [{}]}}"#,
+                layer("fc1.weight", "none")
+            ),
+            "cannot read",
+        ),
     ];
     for (text, what) in cases {
         std::fs::write(&manifest, &text).unwrap();
-        let err = SafetensorsMlp::load(&manifest, LoadOptions::default()).err().expect(what);
+        let err = SafetensorsMlp::load(&manifest, LoadOptions::default())
+            .err()
+            .expect(what);
         assert!(err.to_string().contains(what), "{what}: {err}");
         if what == "missing" {
             assert_eq!(err.tensor.as_deref(), Some("fc9.weight"));

@@ -363,11 +363,11 @@ unsafe fn load_weights(
     let (precision, paths) = (options.precision, &options.paths);
     let err = |name: &str, kind| file.error(name, kind);
     let mut buf = Vec::new();
-    // SAFETY (for every `store` call below): forwarded to our caller.
     let mut vector =
         |store: &mut NodeStore, name: &str, shape: &[usize]| -> Result<&'static [f32], LoadError> {
             let full = names.get(name);
             file.read_f32_into(&full, shape, &mut buf)?;
+            // SAFETY: forwarded to our caller.
             unsafe { store.vector(&buf) }.map_err(|k| err(&full, k))
         };
     let word = vector(

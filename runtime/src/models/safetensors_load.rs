@@ -67,7 +67,13 @@ pub enum LoadErrorKind {
     #[error("packing weights: {0}")]
     Gemm(#[from] GemmError),
     #[error("node memory: {0}")]
-    Memory(#[from] MemoryError),
+    Memory(Box<MemoryError>),
+}
+
+impl From<MemoryError> for LoadErrorKind {
+    fn from(e: MemoryError) -> Self {
+        Self::Memory(Box::new(e))
+    }
 }
 
 impl LoadError {
