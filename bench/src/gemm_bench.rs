@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use pinned_kernels::gemm::{self, BMatrix, Epilogue, MatMut, MatRef, PackedB, Team, ThreadTeam};
 use pinned_kernels::Isa;
 
-mod probes;
+pub mod probes;
 
 /// Set (to the thread count) in the child processes.
 pub const CHILD_ENV: &str = "PINNED_GEMM_BENCH_CHILD";

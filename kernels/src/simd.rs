@@ -157,7 +157,7 @@ impl Simd for Avx2 {
 
     #[inline(always)]
     fn splat(self, x: f32) -> __m256 {
-        // SAFETY (all arithmetic below): an `Avx2` token proves AVX2 and FMA are usable.
+        // SAFETY: an `Avx2` token proves AVX2 and FMA are usable (and below).
         unsafe { _mm256_set1_ps(x) }
     }
     #[inline(always)]
@@ -290,7 +290,7 @@ impl Simd for Avx512 {
 
     #[inline(always)]
     fn splat(self, x: f32) -> __m512 {
-        // SAFETY (all arithmetic below): an `Avx512` token proves AVX-512F/BW/VL/DQ.
+        // SAFETY: an `Avx512` token proves AVX-512F/BW/VL/DQ (and below).
         unsafe { _mm512_set1_ps(x) }
     }
     #[inline(always)]

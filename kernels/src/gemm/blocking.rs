@@ -73,11 +73,22 @@ impl Blocking {
     /// register tile, nothing is reused across A micro-panels, so K is not
     /// blocked: the tile stays in registers for all of K and each B panel
     /// streams once, front to back (the matrix-vector path).
+    ///
+    /// Otherwise KC shrinks to K when K is short, and MC grows to keep the
+    /// A block's L2 share (`MC * KC` constant), then evens out so that M
+    /// splits into equal blocks (300 rows with MC = 252 become 2 x 154, not
+    /// 252 + 48).
     pub fn for_shape(isa: Isa, m: usize, k: usize) -> Self {
         let mut b = Self::for_isa(isa);
         if m <= b.mr {
             b.kc = k.max(1);
+            return b;
         }
+        let kc = b.kc.min(k.max(1)).next_multiple_of(8);
+        let mc = (b.mc * b.kc / kc).min(MC_MAX).max(b.mr) / b.mr * b.mr;
+        let blocks = m.div_ceil(mc);
+        b.mc = m.div_ceil(blocks).next_multiple_of(b.mr);
+        b.kc = kc;
         b
     }
 

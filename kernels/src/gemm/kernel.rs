@@ -56,8 +56,12 @@ pub(crate) trait MicroKernel: Copy + Send + Sync {
 /// about 400 cycles at 14 cycles a step, several L2 latencies.
 const C_PREFETCH_TAIL: usize = 32;
 
-/// How many k steps ahead the B and A panels are prefetched.
+/// How many k steps ahead the B and A panels are prefetched: a 14-row
+/// tile spends ~14 cycles a step, a 1-row tile ~1, so B's distance grows
+/// as `B_PREFETCH_STEPS + B_PREFETCH_EXTRA / R` (a few KiB for the
+/// matrix-vector case, enough to cover an L3 miss).
 const B_PREFETCH_STEPS: usize = 16;
+const B_PREFETCH_EXTRA: usize = 64;
 const A_PREFETCH_STEPS: usize = 16;
 
 /// The body every ISA instantiates: `R` rows of `NV` vectors.
@@ -193,8 +197,10 @@ unsafe fn k_step<S: Simd, const R: usize, const NV: usize>(
     // SAFETY: the caller's contract.
     unsafe {
         // B streams from L2 when KC * NR floats exceed L1: fetch ahead.
+        // Short tiles take fewer cycles per step, so look further ahead.
+        let ahead = (B_PREFETCH_STEPS + B_PREFETCH_EXTRA / R) * NV * S::LANES;
         for v in 0..NV {
-            s.prefetch(b.wrapping_add(B_PREFETCH_STEPS * NV * S::LANES + v * S::LANES));
+            s.prefetch(b.wrapping_add(ahead + v * S::LANES));
         }
         s.prefetch(a.wrapping_add(A_PREFETCH_STEPS * R));
         let bv: [S::V; NV] = core::array::from_fn(|v| s.load(b.add(v * S::LANES)));

@@ -315,8 +315,16 @@ impl Team for ThreadTeam {
         }
         self.shared.wake.notify_all();
         job(0);
+        // Spin briefly (the others usually finish within microseconds), then
+        // yield: on an oversubscribed machine a worker may be waiting for
+        // this very CPU.
+        let start = Instant::now();
         while self.shared.done.load(Ordering::Acquire) < self.threads - 1 {
-            std::hint::spin_loop();
+            if start.elapsed() < Self::SPIN {
+                std::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
+            }
         }
         *self.shared.job.lock().unwrap_or_else(|e| e.into_inner()) = None;
     }
