@@ -32,6 +32,14 @@ enum Command {
     /// Microbenchmarks that report ratios against peers measured in the same run.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Measure: the built-in MLP (or --model) on a partition, single-stream
+    /// then server at 70% of the measured capacity; numactl/taskset options.
+    Run(pinned_bench::harness::commands::RunArgs),
+    /// Vary exactly one parameter (--vary PARAM=V1,V2), runs interleaved,
+    /// medians with bootstrap confidence intervals, SVG plots.
+    Sweep(pinned_bench::harness::commands::SweepArgs),
+    /// What differs between two run records, and the metric deltas.
+    Compare(pinned_bench::harness::commands::CompareArgs),
     /// The system libraries to link after libpinned.a (or, with
     /// --pkg-config PREFIX, a pinned.pc for that install prefix).
     LinkFlags {
@@ -138,6 +146,9 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             Some(prefix) => emit(&crate::link::pkg_config(&prefix))?,
             None => emit(&format!("{}\n", crate::link::NATIVE_STATIC_LIBS))?,
         },
+        Command::Run(args) => pinned_bench::harness::commands::run(&args)?,
+        Command::Sweep(args) => pinned_bench::harness::commands::sweep(&args)?,
+        Command::Compare(args) => pinned_bench::harness::commands::compare(&args)?,
         Command::Info { json, root } => {
             let report = InfoReport::collect(&root)?;
             if json {

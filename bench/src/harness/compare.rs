@@ -46,7 +46,10 @@ pub fn expand(hist: &Histogram<u64>, cap: usize) -> Vec<u64> {
         carry += v.count_at_value() as f64 * keep;
         let n = carry.floor();
         carry -= n;
-        out.extend(std::iter::repeat_n(hist.highest_equivalent(v.value_iterated_to()), n as usize));
+        out.extend(std::iter::repeat_n(
+            hist.highest_equivalent(v.value_iterated_to()),
+            n as usize,
+        ));
     }
     out
 }
@@ -73,7 +76,8 @@ pub fn quantile_delta(a: &[u64], b: &[u64], q: f64, seed: u64) -> Option<Quantil
         })
         .collect();
     ratios.sort_by(f64::total_cmp);
-    let at = |p: f64| ratios[((p * (ratios.len() - 1) as f64).round() as usize).min(ratios.len() - 1)];
+    let at =
+        |p: f64| ratios[((p * (ratios.len() - 1) as f64).round() as usize).min(ratios.len() - 1)];
     let (lo, hi) = (at(0.025), at(0.975));
     Some(QuantileDelta {
         quantile: q,
@@ -87,8 +91,14 @@ pub fn quantile_delta(a: &[u64], b: &[u64], q: f64, seed: u64) -> Option<Quantil
 }
 
 /// The per-quantile deltas of two partitions' latency histograms.
-pub fn latency_deltas(a: &PartitionResult, b: &PartitionResult) -> Result<Vec<QuantileDelta>, RecordError> {
-    let (ha, hb) = (decode_histogram(&a.latency_hdr_base64)?, decode_histogram(&b.latency_hdr_base64)?);
+pub fn latency_deltas(
+    a: &PartitionResult,
+    b: &PartitionResult,
+) -> Result<Vec<QuantileDelta>, RecordError> {
+    let (ha, hb) = (
+        decode_histogram(&a.latency_hdr_base64)?,
+        decode_histogram(&b.latency_hdr_base64)?,
+    );
     let mut sa = expand(&ha, MAX_EXPANDED);
     let mut sb = expand(&hb, MAX_EXPANDED);
     sa.sort_unstable();
@@ -101,7 +111,12 @@ pub fn latency_deltas(a: &PartitionResult, b: &PartitionResult) -> Result<Vec<Qu
 }
 
 /// The full text of `pinned compare`.
-pub fn report(a: &RunRecord, b: &RunRecord, a_name: &str, b_name: &str) -> Result<String, RecordError> {
+pub fn report(
+    a: &RunRecord,
+    b: &RunRecord,
+    a_name: &str,
+    b_name: &str,
+) -> Result<String, RecordError> {
     let mut out = String::new();
     let w = &mut out;
     let _ = writeln!(w, "A: {a_name}  ({})\nB: {b_name}  ({})\n", a.id, b.id);
@@ -110,13 +125,21 @@ pub fn report(a: &RunRecord, b: &RunRecord, a_name: &str, b_name: &str) -> Resul
         &flatten(&serde_json::to_value(&b.config).unwrap_or_default()),
     );
     section(w, "Configuration differences", &config);
-    section(w, "Machine and build differences", &a.machine.differences(&b.machine));
+    section(
+        w,
+        "Machine and build differences",
+        &a.machine.differences(&b.machine),
+    );
     for pa in &a.partitions {
         let Some(pb) = b.partitions.iter().find(|p| p.name == pa.name) else {
             let _ = writeln!(w, "partition {}: only in A", pa.name);
             continue;
         };
-        let _ = writeln!(w, "Partition {} ({} -> {})", pa.name, pa.scenario, pb.scenario);
+        let _ = writeln!(
+            w,
+            "Partition {} ({} -> {})",
+            pa.name, pa.scenario, pb.scenario
+        );
         let _ = writeln!(
             w,
             "  {:<10} {:>12} {:>12} {:>8}  {:<22} verdict",
@@ -142,15 +165,35 @@ pub fn report(a: &RunRecord, b: &RunRecord, a_name: &str, b_name: &str) -> Resul
                 d.ci_low,
                 d.ci_high,
                 "",
-                if d.significant { "beyond noise" } else { "within noise" }
+                if d.significant {
+                    "beyond noise"
+                } else {
+                    "within noise"
+                }
             );
         }
         for (name, x, y) in [
-            ("mean us", pa.latency.mean_ns / 1e3, pb.latency.mean_ns / 1e3),
-            ("stddev us", pa.latency.stddev_ns / 1e3, pb.latency.stddev_ns / 1e3),
+            (
+                "mean us",
+                pa.latency.mean_ns / 1e3,
+                pb.latency.mean_ns / 1e3,
+            ),
+            (
+                "stddev us",
+                pa.latency.stddev_ns / 1e3,
+                pb.latency.stddev_ns / 1e3,
+            ),
             ("cv", pa.latency.cv, pb.latency.cv),
-            ("queue us", pa.queue_wait.p50_ns as f64 / 1e3, pb.queue_wait.p50_ns as f64 / 1e3),
-            ("service us", pa.service.p50_ns as f64 / 1e3, pb.service.p50_ns as f64 / 1e3),
+            (
+                "queue us",
+                pa.queue_wait.p50_ns as f64 / 1e3,
+                pb.queue_wait.p50_ns as f64 / 1e3,
+            ),
+            (
+                "service us",
+                pa.service.p50_ns as f64 / 1e3,
+                pb.service.p50_ns as f64 / 1e3,
+            ),
         ] {
             let _ = writeln!(w, "  {name:<10} {x:>12.2} {y:>12.2} {:>8.3}", ratio(x, y));
         }

@@ -161,7 +161,7 @@ impl Default for PartitionConfig {
             memory: MemoryPlacement::Local,
             batch: 1,
             max_wait_us: 0,
-            wait: "spin".to_owned(),
+            wait: "park".to_owned(),
             model: "mlp".to_owned(),
             precision: Precision::F32,
             qps: None,

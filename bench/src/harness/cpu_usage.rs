@@ -217,7 +217,11 @@ mod tests {
         // sleep once so the loop above is accounted.
         std::thread::sleep(std::time::Duration::from_millis(2));
         let live = ThreadCounters::read(current_tid()).expect("own thread readable");
-        assert!(live.cpu_ns > 0, "{live:?} {:?}", std::fs::read_to_string(format!("/proc/self/task/{}/schedstat", current_tid())));
+        assert!(
+            live.cpu_ns > 0,
+            "{live:?} {:?}",
+            std::fs::read_to_string(format!("/proc/self/task/{}/schedstat", current_tid()))
+        );
         assert!(
             ProcStat::read().unwrap().cpus.iter().any(|(c, _)| *c == 0)
                 || cfg!(not(target_os = "linux"))

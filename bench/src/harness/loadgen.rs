@@ -53,16 +53,17 @@ impl PoissonSchedule {
     }
 }
 
-/// The four instants of one request, in clock nanoseconds.
+/// The three instants of one request the host sees, in clock nanoseconds.
 ///
-/// Invariant for a well-formed timing: `scheduled <= issued <= started <=
-/// completed` (a closed loop has `scheduled == issued`). The accessors
-/// saturate so a clock read on another core a few ns behind cannot wrap.
+/// Invariant for a well-formed timing: `scheduled <= issued <= completed`
+/// (a closed loop has `scheduled == issued`). The accessors saturate so a
+/// clock read on another core a few ns behind cannot wrap. The split of
+/// `issued..completed` into queue wait and service is the workers' to
+/// measure (runtime telemetry).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Timing {
     pub scheduled_ns: u64,
     pub issued_ns: u64,
-    pub started_ns: u64,
     pub completed_ns: u64,
 }
 
@@ -78,14 +79,10 @@ impl Timing {
         self.completed_ns.saturating_sub(self.issued_ns)
     }
 
-    /// Scheduled send until a worker started on it.
-    pub fn queue_wait_ns(&self) -> u64 {
-        self.started_ns.saturating_sub(self.scheduled_ns)
-    }
-
-    /// A worker's time on it, batch formation included.
-    pub fn service_ns(&self) -> u64 {
-        self.completed_ns.saturating_sub(self.started_ns)
+    /// Scheduled send until actual send: how far the generator fell
+    /// behind its schedule (no free slot, ring full, a late wake-up).
+    pub fn issue_delay_ns(&self) -> u64 {
+        self.issued_ns.saturating_sub(self.scheduled_ns)
     }
 }
 
@@ -93,14 +90,13 @@ impl Timing {
 /// window by scheduled time: a request belongs to the window its user sent
 /// it in.
 ///
-/// Invariants: `latency.len() == queue_wait.len() == service.len() ==
-/// completed`; `completed + warmup_completed` = every timing recorded.
+/// Invariants: `latency.len() == issue_delay.len() == issued_latency.len()
+/// == completed`; `completed + warmup_completed` = every timing recorded.
 pub struct Recorder {
     measure_from_ns: u64,
     pub latency: Histogram<u64>,
     pub issued_latency: Histogram<u64>,
-    pub queue_wait: Histogram<u64>,
-    pub service: Histogram<u64>,
+    pub issue_delay: Histogram<u64>,
     pub completed: u64,
     pub warmup_completed: u64,
     /// Timings whose latency exceeded the histogram range (clamped, counted).
@@ -113,8 +109,7 @@ impl Recorder {
             measure_from_ns,
             latency: latency_histogram(),
             issued_latency: latency_histogram(),
-            queue_wait: latency_histogram(),
-            service: latency_histogram(),
+            issue_delay: latency_histogram(),
             completed: 0,
             warmup_completed: 0,
             saturated: 0,
@@ -138,8 +133,7 @@ impl Recorder {
         self.completed += 1;
         let mut clamped = record_clamped(&mut self.latency, t.latency_ns());
         clamped |= record_clamped(&mut self.issued_latency, t.issued_latency_ns());
-        clamped |= record_clamped(&mut self.queue_wait, t.queue_wait_ns());
-        clamped |= record_clamped(&mut self.service, t.service_ns());
+        clamped |= record_clamped(&mut self.issue_delay, t.issue_delay_ns());
         self.saturated += u64::from(clamped);
     }
 
@@ -175,8 +169,7 @@ mod tests {
         let mut r = Recorder::new(1_000);
         let t = |s| Timing {
             scheduled_ns: s,
-            issued_ns: s + 1,
-            started_ns: s + 2,
+            issued_ns: s + 2,
             completed_ns: s + 10,
         };
         r.record(&t(500));
@@ -184,7 +177,7 @@ mod tests {
         r.record(&t(2_000));
         assert_eq!((r.warmup_completed, r.completed), (1, 2));
         assert_eq!(r.latency.len(), 2);
-        assert_eq!(r.queue_wait.max(), 2);
-        assert_eq!(r.service.max(), 8);
+        assert_eq!(r.issue_delay.max(), 2);
+        assert_eq!(r.issued_latency.max(), 8);
     }
 }

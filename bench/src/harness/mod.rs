@@ -7,12 +7,16 @@
 //! [`table`]. The driver that runs a scenario on pinned-runtime partitions
 //! is [`scenario`].
 
+pub mod commands;
+pub mod compare;
 pub mod config;
 pub mod cpu_usage;
 pub mod fingerprint;
 pub mod loadgen;
+pub mod numa_maps;
+pub mod plot;
 pub mod record;
+pub mod scenario;
 pub mod stats;
 pub mod sweep;
-pub mod compare;
-pub mod plot;
+pub mod table;

@@ -51,7 +51,10 @@ pub fn percentile_curve(hist: &Histogram<u64>) -> Vec<(f64, f64)> {
         .map(|i| {
             let nines = deepest * i as f64 / steps as f64;
             let q = 1.0 - 10f64.powf(-nines);
-            (nines, hist.value_at_quantile(q).min(hist.max()) as f64 / 1e3)
+            (
+                nines,
+                hist.value_at_quantile(q).min(hist.max()) as f64 / 1e3,
+            )
         })
         .collect()
 }
@@ -62,7 +65,11 @@ fn nines_label(x: &f64) -> String {
 }
 
 /// One line per configuration: latency (µs, log scale) against percentile.
-pub fn percentile_plot(path: &Path, title: &str, series: &[(String, &Histogram<u64>)]) -> Result<(), PlotError> {
+pub fn percentile_plot(
+    path: &Path,
+    title: &str,
+    series: &[(String, &Histogram<u64>)],
+) -> Result<(), PlotError> {
     let err = plot_err(path);
     let curves: Vec<(String, Vec<(f64, f64)>)> = series
         .iter()
@@ -77,7 +84,9 @@ pub fn percentile_plot(path: &Path, title: &str, series: &[(String, &Histogram<u
     let (lo, hi) = curves
         .iter()
         .flat_map(|(_, c)| c.iter().map(|p| p.1))
-        .fold((f64::INFINITY, 0.0f64), |(lo, hi), v| (lo.min(v), hi.max(v)));
+        .fold((f64::INFINITY, 0.0f64), |(lo, hi), v| {
+            (lo.min(v), hi.max(v))
+        });
     let (lo, hi) = if lo.is_finite() && hi > 0.0 {
         ((lo * 0.8).max(1e-3), hi * 1.25)
     } else {
@@ -103,10 +112,15 @@ pub fn percentile_plot(path: &Path, title: &str, series: &[(String, &Histogram<u
     for (i, (label, curve)) in curves.iter().enumerate() {
         let color = PALETTE[i % PALETTE.len()];
         chart
-            .draw_series(LineSeries::new(curve.iter().copied(), color.stroke_width(2)))
+            .draw_series(LineSeries::new(
+                curve.iter().copied(),
+                color.stroke_width(2),
+            ))
             .map_err(&err)?
             .label(label.as_str())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+            });
     }
     chart
         .configure_series_labels()
@@ -129,14 +143,27 @@ pub struct LoadPoint {
 
 /// p50 and p99 latency against achieved throughput: the knee is where the
 /// system stops keeping up.
-pub fn latency_vs_throughput(path: &Path, title: &str, points: &[LoadPoint]) -> Result<(), PlotError> {
+pub fn latency_vs_throughput(
+    path: &Path,
+    title: &str,
+    points: &[LoadPoint],
+) -> Result<(), PlotError> {
     let err = plot_err(path);
     let mut pts = points.to_vec();
     pts.sort_by(|a, b| a.offered_qps.total_cmp(&b.offered_qps));
     let x_max = pts.iter().map(|p| p.achieved_tps).fold(1.0, f64::max) * 1.1;
     let y_max = pts.iter().map(|p| p.p99_us).fold(1.0, f64::max) * 1.2;
-    let y_min = pts.iter().map(|p| p.p50_us).fold(f64::INFINITY, f64::min).max(1e-3) * 0.8;
-    let y_min = if y_min.is_finite() && y_min < y_max { y_min } else { y_max / 100.0 };
+    let y_min = pts
+        .iter()
+        .map(|p| p.p50_us)
+        .fold(f64::INFINITY, f64::min)
+        .max(1e-3)
+        * 0.8;
+    let y_min = if y_min.is_finite() && y_min < y_max {
+        y_min
+    } else {
+        y_max / 100.0
+    };
     let root = SVGBackend::new(path, (900, 540)).into_drawing_area();
     root.fill(&WHITE).map_err(&err)?;
     let mut chart = ChartBuilder::on(&root)
@@ -165,9 +192,14 @@ pub fn latency_vs_throughput(path: &Path, title: &str, points: &[LoadPoint]) -> 
             .draw_series(LineSeries::new(line.clone(), color.stroke_width(2)))
             .map_err(&err)?
             .label(label)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+            });
         chart
-            .draw_series(line.into_iter().map(|(x, y)| Circle::new((x, y), 4, color.filled())))
+            .draw_series(
+                line.into_iter()
+                    .map(|(x, y)| Circle::new((x, y), 4, color.filled())),
+            )
             .map_err(&err)?;
     }
     chart
@@ -193,7 +225,11 @@ pub struct Bar {
 pub fn bars(path: &Path, title: &str, y_desc: &str, bars: &[Bar]) -> Result<(), PlotError> {
     let err = plot_err(path);
     let n = bars.len().max(1);
-    let y_max = bars.iter().map(|b| b.high.max(b.median)).fold(0.0f64, f64::max) * 1.2;
+    let y_max = bars
+        .iter()
+        .map(|b| b.high.max(b.median))
+        .fold(0.0f64, f64::max)
+        * 1.2;
     let y_max = if y_max > 0.0 { y_max } else { 1.0 };
     let root = SVGBackend::new(path, (640, 440)).into_drawing_area();
     root.fill(&WHITE).map_err(&err)?;
@@ -225,7 +261,10 @@ pub fn bars(path: &Path, title: &str, y_desc: &str, bars: &[Bar]) -> Result<(), 
         let x0 = i as f64 + 0.2;
         let x1 = i as f64 + 0.8;
         chart
-            .draw_series(std::iter::once(Rectangle::new([(x0, 0.0), (x1, b.median)], color.mix(0.7).filled())))
+            .draw_series(std::iter::once(Rectangle::new(
+                [(x0, 0.0), (x1, b.median)],
+                color.mix(0.7).filled(),
+            )))
             .map_err(&err)?;
         chart
             .draw_series(std::iter::once(ErrorBar::new_vertical(
@@ -257,18 +296,47 @@ mod tests {
         let p = dir.join("p.svg");
         percentile_plot(&p, "latency by percentile", &[("a".to_owned(), &h)]).unwrap();
         let text = std::fs::read_to_string(&p).unwrap();
-        assert!(text.starts_with("<svg") && text.contains("polyline"), "{}", &text[..200.min(text.len())]);
+        assert!(
+            text.starts_with("<svg") && text.contains("polyline"),
+            "{}",
+            &text[..200.min(text.len())]
+        );
         let q = dir.join("q.svg");
         let pts = [
-            LoadPoint { offered_qps: 100.0, achieved_tps: 99.0, p50_us: 50.0, p99_us: 80.0 },
-            LoadPoint { offered_qps: 200.0, achieved_tps: 198.0, p50_us: 60.0, p99_us: 300.0 },
+            LoadPoint {
+                offered_qps: 100.0,
+                achieved_tps: 99.0,
+                p50_us: 50.0,
+                p99_us: 80.0,
+            },
+            LoadPoint {
+                offered_qps: 200.0,
+                achieved_tps: 198.0,
+                p50_us: 60.0,
+                p99_us: 300.0,
+            },
         ];
         latency_vs_throughput(&q, "qps", &pts).unwrap();
         let b = dir.join("b.svg");
-        bars(&b, "p99", "us", &[
-            Bar { label: "on".into(), median: 10.0, low: 9.0, high: 11.0 },
-            Bar { label: "off".into(), median: 12.0, low: 10.0, high: 15.0 },
-        ])
+        bars(
+            &b,
+            "p99",
+            "us",
+            &[
+                Bar {
+                    label: "on".into(),
+                    median: 10.0,
+                    low: 9.0,
+                    high: 11.0,
+                },
+                Bar {
+                    label: "off".into(),
+                    median: 12.0,
+                    low: 10.0,
+                    high: 15.0,
+                },
+            ],
+        )
         .unwrap();
         assert!(std::fs::read_to_string(&b).unwrap().contains("rect"));
         assert_eq!(nines_label(&2.0), "99%");

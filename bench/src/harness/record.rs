@@ -39,9 +39,11 @@ pub struct RunRecord {
 
 /// What one partition did during the measured window.
 ///
-/// Invariants: `completed <= issued <= offered` for open loops, `completed =
-/// latency.count = queue_wait.count = service.count`, `tps = completed /
-/// measured_s`.
+/// Invariants: `completed <= issued`, `issued + rejected <= offered`,
+/// `completed = latency.count = issue_delay.count`, `queue_wait.count =
+/// service.count` within `slots` of `completed` (the workers count what
+/// they served in the window; requests in flight at its edges differ),
+/// `tps = completed / measured_s`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PartitionResult {
@@ -67,12 +69,17 @@ pub struct PartitionResult {
     pub offered_qps: Option<f64>,
     /// Completed requests per second: the throughput.
     pub tps: f64,
-    /// Scheduled send (open loop) or send (closed loop) to completion.
+    /// Scheduled send (open loop) or send (closed loop) to completion, as
+    /// the host saw it: coordinated omission corrected.
     pub latency: LatencySummary,
-    /// From scheduled send to a worker starting the request.
+    /// Scheduled send to actual send: how far the load fell behind.
+    pub issue_delay: LatencySummary,
+    /// Submit to a worker taking the request (measured by the workers).
     pub queue_wait: LatencySummary,
-    /// From a worker starting the request to its completion.
+    /// A worker taking the request to its result (measured by the workers).
     pub service: LatencySummary,
+    /// Request slots: the most requests in flight at once.
+    pub slots: usize,
     /// Whether `completed` is enough for the p99 (and p99.9) claim.
     pub enough_for_p99: bool,
     pub enough_for_p999: bool,
@@ -87,9 +94,10 @@ pub struct PartitionResult {
 #[serde(deny_unknown_fields)]
 pub struct WorkerStats {
     pub index: usize,
-    pub tid: i32,
     /// The CPU it was pinned to; `null` when unpinned.
     pub pinned_cpu: Option<usize>,
+    /// The CPU it last ran on.
+    pub last_cpu: Option<usize>,
     pub cpu_time_ms: f64,
     /// `cpu_time / measured_s`, in percent of one core.
     pub cpu_pct: f64,
@@ -224,8 +232,7 @@ impl PartitionResult {
         }
         for (what, s) in [
             ("latency", &self.latency),
-            ("queue_wait", &self.queue_wait),
-            ("service", &self.service),
+            ("issue_delay", &self.issue_delay),
         ] {
             if s.count != self.completed {
                 return bad(format!(
@@ -233,6 +240,25 @@ impl PartitionResult {
                     s.count, self.completed
                 ));
             }
+        }
+        if self.queue_wait.count != self.service.count {
+            return bad(format!(
+                "queue_wait.count {} != service.count {}",
+                self.queue_wait.count, self.service.count
+            ));
+        }
+        if self.service.count.abs_diff(self.completed) > self.slots as u64 {
+            return bad(format!(
+                "workers served {} in the window, {} completed: more apart than the {} slots",
+                self.service.count, self.completed, self.slots
+            ));
+        }
+        for (what, s) in [
+            ("latency", &self.latency),
+            ("issue_delay", &self.issue_delay),
+            ("queue_wait", &self.queue_wait),
+            ("service", &self.service),
+        ] {
             let order = [s.min_ns, s.p50_ns, s.p90_ns, s.p99_ns, s.p999_ns, s.max_ns];
             if order.windows(2).any(|w| w[0] > w[1]) {
                 return bad(format!("{what} percentiles out of order: {order:?}"));
