@@ -354,8 +354,11 @@ fn allowed_cpu_count(cpus: Option<&str>) -> usize {
     }
 }
 
-/// The metrics the ratio table shows: (name, value of a partition result).
-pub const METRICS: [(&str, fn(&PartitionResult) -> f64); 5] = [
+/// Reads one metric off a partition result.
+pub type Metric = fn(&PartitionResult) -> f64;
+
+/// The metrics the ratio table shows, by name.
+pub const METRICS: [(&str, Metric); 5] = [
     ("p50", |p| p.latency.p50_ns as f64),
     ("p99", |p| p.latency.p99_ns as f64),
     ("p99.9", |p| p.latency.p999_ns as f64),

@@ -22,7 +22,10 @@ fn peer_record_parses_and_checks() {
     let hist = decode_histogram(&p.latency_hdr_base64).unwrap();
     assert_eq!(hist.len(), p.completed);
     assert_eq!(hist.max(), p.latency.max_ns);
-    assert_eq!(hist.value_at_quantile(0.5).min(hist.max()), p.latency.p50_ns);
+    assert_eq!(
+        hist.value_at_quantile(0.5).min(hist.max()),
+        p.latency.p50_ns
+    );
 }
 
 #[test]
