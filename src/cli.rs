@@ -105,6 +105,56 @@ enum BenchCommand {
         #[arg(long)]
         cpus: Option<String>,
     },
+    /// pinned and ONNX Runtime (bench/peers) alternately on the same model,
+    /// scenario and cores; prints pinned/peer ratios of p50, p99, p99.9,
+    /// stddev and TPS with their spread over the rounds.
+    E2e(E2eArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct E2eArgs {
+    /// The peer; when given and its environment is missing, the command fails.
+    #[arg(long)]
+    peer: Option<String>,
+    /// `mlp`, `mlp:WxWx..`, `minilm` (PINNED_MINILM_DIR), a MiniLM dir or MLP manifest.
+    #[arg(long, default_value = "mlp")]
+    model: String,
+    /// single-stream, server (each engine at --load of its own capacity) or offline.
+    #[arg(long, default_value = "single-stream")]
+    scenario: String,
+    /// pinned's weight precision (f32, bf16, int8); the peer runs f32.
+    #[arg(long, default_value = "f32")]
+    precision: String,
+    /// CPU list (taskset -c form); default all allowed.
+    #[arg(long)]
+    cpus: Option<String>,
+    /// Worker threads (pinned) = intra-op threads (peer); default one per CPU.
+    #[arg(long)]
+    workers: Option<usize>,
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
+    #[arg(long, default_value_t = 0)]
+    max_wait_us: u64,
+    /// MiniLM tokens per request.
+    #[arg(long, default_value_t = 128)]
+    seq: usize,
+    /// A B pairs.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Seconds measured per run.
+    #[arg(long, default_value_t = 5.0)]
+    duration: f64,
+    #[arg(long, default_value_t = 1.0)]
+    warmup: f64,
+    /// Completed requests each run needs at least (default: enough for p99).
+    #[arg(long)]
+    min_count: Option<u64>,
+    /// Server load as a fraction of each engine's own capacity.
+    #[arg(long, default_value_t = 0.7)]
+    load: f64,
+    /// Directory for the run records.
+    #[arg(long, default_value = "results/e2e")]
+    out: PathBuf,
 }
 
 /// Writes `text` to stdout; a closed pipe (`pinned info | head`) is not an error.
@@ -169,6 +219,28 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 threads,
                 isa,
             })?,
+            BenchCommand::E2e(a) => {
+                use pinned_bench::harness::config::{Precision, Scenario};
+                let defaults = pinned_bench::e2e::E2eOptions::default();
+                let options = pinned_bench::e2e::E2eOptions {
+                    model: a.model,
+                    scenario: Scenario::parse(&a.scenario)?,
+                    precision: Precision::parse(&a.precision)?,
+                    cpus: a.cpus,
+                    workers: a.workers,
+                    batch: a.batch,
+                    max_wait_us: a.max_wait_us,
+                    seq: a.seq,
+                    rounds: a.rounds,
+                    duration_s: a.duration,
+                    warmup_s: a.warmup,
+                    min_count: a.min_count.unwrap_or(defaults.min_count),
+                    load: a.load,
+                    peer: a.peer,
+                    out: a.out,
+                };
+                pinned_bench::e2e::run(&options)?;
+            }
             BenchCommand::Ring { quick, json, cpus } => {
                 pinned_bench::ring_bench::run(&pinned_bench::ring_bench::RingBenchOptions {
                     quick,

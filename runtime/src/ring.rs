@@ -5,24 +5,37 @@
 //! with one compare-and-swap each and never wait for one another except on a
 //! full or empty ring.
 //!
-//! The payload is a `u32` (an index into the partition's request slots), kept
-//! in an atomic with relaxed ordering: the cell's sequence number (release on
-//! publish, acquire on consume) orders it, so the ring needs no `unsafe`.
+//! The payload is a `u32` (an index into the partition's request slots),
+//! packed with the cell's 32-bit sequence number into one atomic word:
+//! release on publish, acquire on consume, and the ring needs no `unsafe`.
 
-use crate::sync::{spin_hint, AtomicU32, AtomicUsize, CachePadded, Ordering};
+use crate::sync::{spin_hint, AtomicU64, AtomicUsize, CachePadded, Ordering};
 
-/// One position of the ring, alone on its cache line so that a producer
-/// filling cell `i + 1` does not steal the line a consumer is releasing
-/// cell `i` on.
+/// One position of the ring: its sequence number (high 32 bits) and value
+/// (low 32 bits) in one word, so a producer publishes both with a single
+/// store and a consumer reads both with a single load (no window in which a
+/// polling consumer can steal the line between two stores). Alone on its
+/// cache line so that a producer filling cell `i + 1` does not take the line
+/// a consumer is releasing cell `i` on.
 ///
-/// Invariant, for the position `pos` that maps to this cell:
+/// Invariant, for the position `pos` that maps to this cell (sequence
+/// numbers compared modulo 2^32, capacity <= 2^30):
 /// `seq == pos` free for the producer of `pos`;
 /// `seq == pos + 1` holds the value pushed at `pos`;
 /// `seq == pos + capacity` consumed, free for the producer of `pos + capacity`.
 #[repr(align(64))]
 struct Cell {
-    seq: AtomicUsize,
-    value: AtomicU32,
+    word: AtomicU64,
+}
+
+#[inline(always)]
+fn pack(seq: usize, value: u32) -> u64 {
+    ((seq as u32 as u64) << 32) | u64::from(value)
+}
+
+#[inline(always)]
+fn seq_of(word: u64) -> u32 {
+    (word >> 32) as u32
 }
 
 /// The ring was full; the value is handed back untouched.
@@ -44,13 +57,12 @@ pub struct Ring {
 
 impl Ring {
     /// A ring holding at least `capacity` values (rounded up to a power of
-    /// two, at least 2).
+    /// two, at least 2, at most 2^30).
     pub fn with_capacity(capacity: usize) -> Self {
-        let capacity = capacity.max(2).next_power_of_two();
+        let capacity = capacity.clamp(2, 1 << 30).next_power_of_two();
         let cells = (0..capacity)
             .map(|i| Cell {
-                seq: AtomicUsize::new(i),
-                value: AtomicU32::new(0),
+                word: AtomicU64::new(pack(i, 0)),
             })
             .collect();
         Self {
@@ -72,8 +84,8 @@ impl Ring {
         let mut pos = self.tail.load(Ordering::Relaxed);
         loop {
             let cell = &self.cells[pos & self.mask];
-            let seq = cell.seq.load(Ordering::Acquire);
-            let lag = seq.wrapping_sub(pos) as isize;
+            let seq = seq_of(cell.word.load(Ordering::Acquire));
+            let lag = seq.wrapping_sub(pos as u32) as i32;
             if lag == 0 {
                 match self.tail.compare_exchange_weak(
                     pos,
@@ -82,9 +94,9 @@ impl Ring {
                     Ordering::Relaxed,
                 ) {
                     Ok(_) => {
-                        cell.value.store(value, Ordering::Relaxed);
-                        // Publishes `value` to the consumer that acquires `seq`.
-                        cell.seq.store(pos.wrapping_add(1), Ordering::Release);
+                        // Publishes `value` to the consumer that acquires it.
+                        cell.word
+                            .store(pack(pos.wrapping_add(1), value), Ordering::Release);
                         return Ok(());
                     }
                     Err(now) => pos = now,
@@ -106,8 +118,8 @@ impl Ring {
         let mut pos = self.head.load(Ordering::Relaxed);
         loop {
             let cell = &self.cells[pos & self.mask];
-            let seq = cell.seq.load(Ordering::Acquire);
-            let lag = seq.wrapping_sub(pos.wrapping_add(1)) as isize;
+            let word = cell.word.load(Ordering::Acquire);
+            let lag = seq_of(word).wrapping_sub(pos.wrapping_add(1) as u32) as i32;
             if lag == 0 {
                 match self.head.compare_exchange_weak(
                     pos,
@@ -116,12 +128,10 @@ impl Ring {
                     Ordering::Relaxed,
                 ) {
                     Ok(_) => {
-                        let value = cell.value.load(Ordering::Relaxed);
-                        // Hands the cell to the producer one lap ahead, after
-                        // our read of `value`.
-                        cell.seq
-                            .store(pos.wrapping_add(self.mask + 1), Ordering::Release);
-                        return Some(value);
+                        // Hands the cell to the producer one lap ahead.
+                        cell.word
+                            .store(pack(pos.wrapping_add(self.mask + 1), 0), Ordering::Release);
+                        return Some(word as u32);
                     }
                     Err(now) => pos = now,
                 }
@@ -139,8 +149,8 @@ impl Ring {
     #[inline]
     pub fn has_ready(&self) -> bool {
         let pos = self.head.load(Ordering::Relaxed);
-        let seq = self.cells[pos & self.mask].seq.load(Ordering::Acquire);
-        seq == pos.wrapping_add(1)
+        let word = self.cells[pos & self.mask].word.load(Ordering::Acquire);
+        seq_of(word) == pos.wrapping_add(1) as u32
     }
 
     /// Values pushed and not yet popped, as seen at one instant (a hint).

@@ -5,10 +5,10 @@
 //! `std` directly.
 
 #[cfg(loom)]
-pub(crate) use loom::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+pub(crate) use loom::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 #[cfg(not(loom))]
-pub(crate) use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+pub(crate) use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 /// Aligns its contents to 128 bytes: two 64-byte lines, because the
 /// adjacent-line prefetcher on Intel cores pulls lines in pairs (Intel
