@@ -138,6 +138,7 @@ fn live_json_has_the_documented_fields() {
         "/cpu/features/amx_bf16",
         "/cpu/usable/amx",
         "/cpu/caches/l2",
+        "/cpu/precisions/f32",
         "/cpu/smt_siblings",
         "/memory/thp_enabled",
         "/memory/hugepages",

@@ -93,6 +93,12 @@ impl fmt::Display for InfoReport {
             c.usable.avx512_vnni,
             c.usable.amx
         )?;
+        let precisions: Vec<String> = c
+            .precisions
+            .iter()
+            .map(|(precision, path)| format!("{precision}={path}"))
+            .collect();
+        writeln!(f, "precisions    {}", precisions.join(" "))?;
         if let Some(why) = &c.usable.amx_error {
             writeln!(f, "  amx: {why}")?;
         }

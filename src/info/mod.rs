@@ -39,6 +39,10 @@ pub struct CpuInfo {
     pub features: std::collections::BTreeMap<&'static str, bool>,
     pub usable: UsableIsa,
     pub caches: cpu::CacheSizes,
+    /// Precisions this machine multiplies in hardware, with the kernel path
+    /// each runs on (e.g. `f32: avx512`, `bf16: amx-bf16`, `int8: amx-int8`);
+    /// a precision missing here would run on the portable fallback.
+    pub precisions: std::collections::BTreeMap<&'static str, &'static str>,
     /// Groups of CPUs that share a core (SMT siblings), from sysfs.
     pub smt_siblings: Vec<pinned_allocator::IdList>,
 }
@@ -94,6 +98,10 @@ impl CpuInfo {
                 amx_error: amx.err().map(|e| e.to_string()),
             },
             caches: *cpu::cache_sizes(),
+            precisions: pinned_kernels::precision::native_precisions()
+                .into_iter()
+                .map(|(precision, path)| (precision.name(), path))
+                .collect(),
             smt_siblings: system::smt_siblings(sys, &topology.online_cpus),
         }
     }
