@@ -17,8 +17,9 @@ pub enum MemoryError {
     #[error("placing {bytes} bytes with policy {policy}: {source}")]
     Policy {
         bytes: usize,
-        policy: MemPolicy,
-        source: NumaError,
+        /// The policy as `bind:0-1` etc. (a node mask is large to carry).
+        policy: String,
+        source: Box<NumaError>,
     },
     #[error("{what} of {count} elements overflows the address space")]
     Overflow { what: &'static str, count: usize },
@@ -85,8 +86,8 @@ impl<T: Zeroable> NodeBuffer<T> {
             numa::mbind(addr.cast(), bytes, policy, MbindFlags::NONE).map_err(|source| {
                 MemoryError::Policy {
                     bytes,
-                    policy: *policy,
-                    source,
+                    policy: policy.to_string(),
+                    source: Box::new(source),
                 }
             })?;
         }

@@ -105,7 +105,7 @@ pub fn thread_context_switches() -> Option<ContextSwitches> {
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: `usage` is writable and lives across the call.
     let rc = unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut usage) };
-    (rc == 0).then(|| ContextSwitches {
+    (rc == 0).then_some(ContextSwitches {
         voluntary: usage.ru_nvcsw as u64,
         involuntary: usage.ru_nivcsw as u64,
     })

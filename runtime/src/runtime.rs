@@ -34,7 +34,7 @@ pub enum RuntimeError {
     #[error("partition '{partition}': memory placement: {source}")]
     Placement {
         partition: String,
-        source: NumaError,
+        source: Box<NumaError>,
     },
     #[error("partition '{partition}': {source}")]
     Memory {
@@ -168,12 +168,7 @@ impl Runtime {
                 }
             };
             running.threads.push(handle);
-            let started = ready_rx.recv().unwrap_or_else(|_| {
-                Err(WorkerError::Memory(MemoryError::Overflow {
-                    what: "worker exited before reporting",
-                    count: index,
-                }))
-            });
+            let started = ready_rx.recv().unwrap_or(Err(WorkerError::Vanished));
             if let Err(source) = started {
                 stop(running);
                 return Err(RuntimeError::Worker {
@@ -204,7 +199,7 @@ impl Runtime {
         };
         let placement_err = |source| RuntimeError::Placement {
             partition: config.name.clone(),
-            source,
+            source: Box::new(source),
         };
         // CPUs on memoryless nodes fall back to every memory node.
         let local = {

@@ -34,6 +34,8 @@ pub enum WorkerError {
     Affinity(#[from] AffinityError),
     #[error(transparent)]
     Memory(#[from] MemoryError),
+    #[error("the worker thread ended before reporting (it panicked while starting)")]
+    Vanished,
 }
 
 pub(crate) struct Worker {
