@@ -110,14 +110,40 @@ enum pinned_model_kind
  {
   // The built-in dense MLP with deterministic weights from `seed`;
   // `widths` (input, hidden..., output) or NULL for the default
-  // 1024 -> 4096 -> 1024 -> 4096 -> 1024.
+  // 1024 -> 4096 -> 1024 -> 4096 -> 1024. fp32 only.
   PINNED_MODEL_MLP = 0,
+  // A BERT sentence encoder such as all-MiniLM-L6-v2: `path` is the
+  // directory with `config.json` and `model.safetensors`. A request's
+  // input is `2 * max_seq` floats: token ids, then the attention mask.
+  PINNED_MODEL_MINILM = 1,
+  // A dense MLP from a JSON manifest (`path`) naming the tensors of a
+  // safetensors file.
+  PINNED_MODEL_MLP_MANIFEST = 2,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
 typedef enum pinned_model_kind pinned_model_kind;
 #else
 typedef uint32_t pinned_model_kind;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+// Weight precisions (`pinned_model_config.precision`); `pinned_info_json`
+// says which run natively (`cpu.precisions`).
+enum pinned_precision
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  PINNED_PRECISION_F32 = 0,
+  PINNED_PRECISION_BF16 = 1,
+  PINNED_PRECISION_INT8 = 2,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum pinned_precision pinned_precision;
+#else
+typedef uint32_t pinned_precision;
 #endif // __STDC_VERSION__ >= 202311L
 #endif // __cplusplus
 
@@ -157,15 +183,23 @@ typedef struct {
   bool pin;
 } pinned_partition_config;
 
-// A model to load into a partition.
+// A model to load into a partition. Weights of file-backed models are
+// copied into memory placed as the partition's placement says.
 typedef struct {
   // A `pinned_model_kind` value.
   uint32_t kind;
-  // MLP layer widths, `n_widths` of them (at least 2), or NULL.
+  // `PINNED_MODEL_MLP`: layer widths, `n_widths` of them (at least 2), or NULL.
   const size_t *widths;
   size_t n_widths;
-  // Seed of the deterministic MLP weights.
+  // `PINNED_MODEL_MLP`: seed of the deterministic weights.
   uint64_t seed;
+  // `PINNED_MODEL_MINILM`: model directory; `PINNED_MODEL_MLP_MANIFEST`:
+  // manifest file. NUL-terminated; ignored (may be NULL) for the MLP.
+  const char *path;
+  // A `pinned_precision` value (file-backed models).
+  uint32_t precision;
+  // `PINNED_MODEL_MINILM`: longest request in tokens; 0 = 512.
+  uint32_t max_seq;
 } pinned_model_config;
 
 // Latency percentiles of one kind, in nanoseconds.

@@ -90,6 +90,10 @@ enum BenchCommand {
         /// Force an ISA (scalar, avx2, avx512); default `PINNED_ISA` or the best.
         #[arg(long)]
         isa: Option<String>,
+        /// bf16 or int8: the low-precision GEMM beside our fp32 GEMM and the
+        /// AMX peak probe (path: `PINNED_LOWP_PATH` or the best); default f32.
+        #[arg(long)]
+        precision: Option<String>,
     },
     /// Request ring round trip (p50/p99/p99.9, spin and futex) and
     /// throughput beside a two-cache-line ping-pong floor and crossbeam's
@@ -183,14 +187,16 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         Command::Embed(a) => {
             let placement = pinned_runtime::models::WeightPlacement::parse(&a.placement)
                 .ok_or_else(|| format!("bad --placement `{}`", a.placement))?;
-            emit(&pinned_runtime::models::embed(&pinned_runtime::models::EmbedRequest {
-                model_dir: a.model_dir,
-                texts: a.texts,
-                precision: a.precision.parse()?,
-                placement,
-                max_seq: a.max_seq,
-                json: a.json,
-            })?)?;
+            emit(&pinned_runtime::models::embed(
+                &pinned_runtime::models::EmbedRequest {
+                    model_dir: a.model_dir,
+                    texts: a.texts,
+                    precision: a.precision.parse()?,
+                    placement,
+                    max_seq: a.max_seq,
+                    json: a.json,
+                },
+            )?)?;
         }
         Command::LinkFlags { pkg_config } => match pkg_config {
             Some(prefix) => emit(&crate::link::pkg_config(&prefix))?,
@@ -213,11 +219,13 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 json,
                 threads,
                 isa,
+                precision,
             } => pinned_bench::gemm_bench::run(&pinned_bench::gemm_bench::GemmBenchOptions {
                 quick,
                 json,
                 threads,
                 isa,
+                precision,
             })?,
             BenchCommand::E2e(a) => {
                 use pinned_bench::harness::config::{Precision, Scenario};

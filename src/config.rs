@@ -17,11 +17,14 @@
 //! seed = 1
 //! ```
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
+use pinned_kernels::precision::Precision;
+use pinned_runtime::models::{LoadError, LoadOptions, MiniLm, SafetensorsMlp, WeightPlacement};
 use pinned_runtime::{
-    BatchPolicy, DenseMlp, Model, ModelError, PartitionConfig, Placement, Runtime, RuntimeConfig,
-    RuntimeError, WaitStrategy, DEFAULT_MLP,
+    BatchPolicy, CpuContext, DenseMlp, Model, ModelError, PartitionConfig, Placement, Runtime,
+    RuntimeConfig, RuntimeError, WaitStrategy, DEFAULT_MLP,
 };
 
 /// Why a configuration was refused; parse errors say where (line, column).
@@ -37,6 +40,11 @@ pub enum ConfigError {
     Model {
         partition: String,
         source: ModelError,
+    },
+    #[error("partition '{partition}': loading the model: {source}")]
+    Load {
+        partition: String,
+        source: Box<LoadError>,
     },
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
@@ -74,16 +82,36 @@ pub struct PartitionSpec {
     pub model: ModelSpec,
 }
 
-/// Which model a partition serves.
+/// Which model a partition serves. File-backed models are converted and
+/// packed into memory placed as the partition's placement says (bound to
+/// its node, interleaved, or one copy per node).
 #[derive(Clone, Debug, serde::Deserialize, serde::Serialize)]
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
 pub enum ModelSpec {
-    /// The built-in dense MLP with deterministic weights.
+    /// The built-in dense MLP with deterministic weights (fp32, on the heap
+    /// of the loading thread).
     Mlp {
         #[serde(default)]
         widths: Option<Vec<usize>>,
         #[serde(default = "one_u64")]
         seed: u64,
+    },
+    /// A BERT encoder such as all-MiniLM-L6-v2: a directory with
+    /// `config.json` and `model.safetensors`.
+    Minilm {
+        dir: PathBuf,
+        /// `f32` (default), `bf16` or `int8`.
+        #[serde(default)]
+        precision: Option<String>,
+        /// Longest request in tokens (default 512).
+        #[serde(default)]
+        max_seq: Option<usize>,
+    },
+    /// A dense MLP from a JSON manifest naming tensors of a safetensors file.
+    Manifest {
+        path: PathBuf,
+        #[serde(default)]
+        precision: Option<String>,
     },
 }
 
@@ -115,10 +143,7 @@ impl RuntimeSpec {
         let mut runtime = Runtime::new(RuntimeConfig::default())?;
         for part in &self.partitions {
             let config = part.partition_config()?;
-            let model = part.model.build().map_err(|source| ConfigError::Model {
-                partition: part.name.clone(),
-                source,
-            })?;
+            let model = part.model.build(&config, runtime.cpu_context())?;
             runtime.add_partition(config, model)?;
         }
         Ok(runtime)
@@ -163,13 +188,61 @@ impl PartitionSpec {
 }
 
 impl ModelSpec {
-    pub fn build(&self) -> Result<Arc<dyn Model>, ModelError> {
-        match self {
+    /// Loads the model for the partition `config` describes, its weights
+    /// placed after the partition's placement and the nodes of its CPUs.
+    pub fn build(
+        &self,
+        config: &PartitionConfig,
+        ctx: &CpuContext,
+    ) -> Result<Arc<dyn Model>, ConfigError> {
+        let partition = || config.name.clone();
+        let precision = |text: &Option<String>| -> Result<Precision, ConfigError> {
+            text.as_deref()
+                .map_or(Ok(Precision::F32), Precision::parse)
+                .map_err(|e| ConfigError::Invalid {
+                    partition: partition(),
+                    what: e.to_string(),
+                })
+        };
+        let cpus = ctx
+            .parse(&config.cpus)
+            .map_err(|source| RuntimeError::CpuSet {
+                partition: partition(),
+                source,
+            })?;
+        let weights = WeightPlacement::for_partition(&config.placement, &ctx.nodes_of(&cpus));
+        let load = |source: LoadError| ConfigError::Load {
+            partition: partition(),
+            source: Box::new(source),
+        };
+        Ok(match self {
             Self::Mlp { widths, seed } => {
                 let widths = widths.as_deref().unwrap_or(&DEFAULT_MLP);
-                Ok(Arc::new(DenseMlp::new(widths, *seed)?))
+                Arc::new(
+                    DenseMlp::new(widths, *seed).map_err(|source| ConfigError::Model {
+                        partition: partition(),
+                        source,
+                    })?,
+                )
             }
-        }
+            Self::Minilm {
+                dir,
+                precision: p,
+                max_seq,
+            } => {
+                let options = LoadOptions::default()
+                    .precision(precision(p)?)
+                    .placement(weights)
+                    .max_seq(max_seq.unwrap_or(512));
+                Arc::new(MiniLm::load_dir(dir, options).map_err(load)?)
+            }
+            Self::Manifest { path, precision: p } => {
+                let options = LoadOptions::default()
+                    .precision(precision(p)?)
+                    .placement(weights);
+                Arc::new(SafetensorsMlp::load(path, options).map_err(load)?)
+            }
+        })
     }
 }
 

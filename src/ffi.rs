@@ -17,7 +17,7 @@ mod runtime;
 mod telemetry;
 
 pub use error::{pinned_last_error, pinned_status, set_last_error};
-pub use model::{pinned_model_config, pinned_model_kind};
+pub use model::{pinned_model_config, pinned_model_kind, pinned_precision};
 pub use request::{
     pinned_partition_io_len, pinned_request, pinned_request_acquire, pinned_request_get_output,
     pinned_request_poll, pinned_request_release, pinned_request_set_input, pinned_request_state,

@@ -95,6 +95,24 @@ fn c_host_serves_an_mlp_from_four_threads() {
 }
 
 #[test]
+fn c_host_serves_minilm_when_the_model_is_there() {
+    let Some(dir) = std::env::var_os("PINNED_MINILM_DIR") else {
+        eprintln!("SKIPPED: PINNED_MINILM_DIR is not set (.ci/fetch-minilm.sh prints it)");
+        return;
+    };
+    let exe = build("main.c", "c-host-minilm", &["-O2"]);
+    let run = Command::new(&exe)
+        .arg("minilm")
+        .arg(&dir)
+        .arg("5")
+        .output()
+        .unwrap();
+    let stdout = check(&run, "c-host ok");
+    assert!(stdout.contains("partition minilm: 256 inputs, 384 outputs"), "{stdout}");
+    assert!(stdout.contains("pinned telemetry: 20 requests"), "{stdout}");
+}
+
+#[test]
 fn misuse_from_c_gets_status_codes() {
     let exe = build("misuse.c", "c-misuse", &[]);
     let run = Command::new(&exe).output().unwrap();

@@ -7,8 +7,12 @@
  *   cc -std=c11 -O2 -Wall -Wextra -pthread -Iinclude examples/c-host/main.c \
  *      target/release/libpinned.a $(target/release/pinned link-flags) -o c-host
  *   ./c-host [requests-per-thread [width width ...]]
+ *   ./c-host minilm MODEL_DIR [requests-per-thread [bf16|int8]]
  *
- * With no widths it serves the default MLP 1024-4096-1024-4096-1024.
+ * With no widths it serves the default MLP 1024-4096-1024-4096-1024. The
+ * minilm form loads all-MiniLM-L6-v2 from MODEL_DIR (config.json +
+ * model.safetensors) with a 128-token limit and embeds one tokenised
+ * sentence per request (token ids, then the attention mask).
  */
 #define _POSIX_C_SOURCE 200809L
 #include <pthread.h>
@@ -49,12 +53,29 @@ static double now_us(void) {
     return ts.tv_sec * 1e6 + ts.tv_nsec / 1e3;
 }
 
+/* "placement decides latency." in the MiniLM vocabulary, with [CLS]/[SEP]. */
+static const float SENTENCE[] = {101, 11073, 7288, 2397, 1012, 102};
+static int serve_minilm = 0;
+
+static void fill_input(float *input, size_t len, int i, int id) {
+    if (!serve_minilm) {
+        for (size_t j = 0; j < len; j++) input[j] = (float)((i + id + j) % 7) * 0.1f;
+        return;
+    }
+    size_t max_seq = len / 2, n = sizeof SENTENCE / sizeof SENTENCE[0];
+    memset(input, 0, len * sizeof *input);
+    for (size_t j = 0; j < n && j < max_seq; j++) {
+        input[j] = SENTENCE[j];          /* token ids */
+        input[max_seq + j] = 1.0f;       /* attention mask */
+    }
+}
+
 static void *serve(void *arg) {
     struct host_thread *t = arg;
     float *input = malloc(t->input_len * sizeof *input);
     float *output = malloc(t->output_len * sizeof *output);
     for (int i = 0; i < t->requests; i++) {
-        for (size_t j = 0; j < t->input_len; j++) input[j] = (float)((i + t->id + j) % 7) * 0.1f;
+        fill_input(input, t->input_len, i, t->id);
         double start = now_us();
         pinned_request request;
         CHECK(pinned_request_acquire(t->partition, 1000000, &request));
@@ -78,12 +99,26 @@ static int by_value(const void *a, const void *b) {
 }
 
 int main(int argc, char **argv) {
-    int requests = argc > 1 ? atoi(argv[1]) : 1000;
+    pinned_model_config model = {PINNED_MODEL_MLP, NULL, 0, 1, NULL, PINNED_PRECISION_F32, 0};
     size_t widths[16];
     size_t n_widths = 0;
-    for (int i = 2; i < argc && n_widths < 16; i++) widths[n_widths++] = (size_t)atoll(argv[i]);
+    int requests = 1000;
+    if (argc > 2 && strcmp(argv[1], "minilm") == 0) {
+        serve_minilm = 1;
+        model.kind = PINNED_MODEL_MINILM;
+        model.path = argv[2];
+        model.max_seq = 128;
+        requests = argc > 3 ? atoi(argv[3]) : 100;
+        if (argc > 4) model.precision = strcmp(argv[4], "int8") == 0 ? PINNED_PRECISION_INT8 : PINNED_PRECISION_BF16;
+    } else {
+        requests = argc > 1 ? atoi(argv[1]) : 1000;
+        for (int i = 2; i < argc && n_widths < 16; i++) widths[n_widths++] = (size_t)atoll(argv[i]);
+        model.widths = n_widths ? widths : NULL;
+        model.n_widths = n_widths;
+    }
     if (requests <= 0 || n_widths == 1) {
-        fprintf(stderr, "usage: %s [requests-per-thread [width width ...]]\n", argv[0]);
+        fprintf(stderr, "usage: %s [requests-per-thread [width width ...]]\n"
+                        "       %s minilm MODEL_DIR [requests-per-thread [bf16|int8]]\n", argv[0], argv[0]);
         return 2;
     }
     printf("pinned version %s\n", pinned_version());
@@ -92,15 +127,14 @@ int main(int argc, char **argv) {
     CHECK(pinned_runtime_new(&runtime));
     pinned_partition_config config;
     CHECK(pinned_partition_config_default(&config));
-    config.name = "mlp";
+    config.name = serve_minilm ? "minilm" : "mlp";
     config.cpus = "all";
     CHECK(pinned_runtime_add_partition(runtime, &config));
-    pinned_model_config model = {PINNED_MODEL_MLP, n_widths ? widths : NULL, n_widths, 1};
     pinned_partition *partition = NULL;
-    CHECK(pinned_runtime_load_model(runtime, "mlp", &model, &partition));
+    CHECK(pinned_runtime_load_model(runtime, config.name, &model, &partition));
     size_t input_len, output_len;
     CHECK(pinned_partition_io_len(partition, &input_len, &output_len));
-    printf("partition mlp: %zu inputs, %zu outputs\n", input_len, output_len);
+    printf("partition %s: %zu inputs, %zu outputs\n", config.name, input_len, output_len);
 
     struct host_thread threads[HOST_THREADS];
     pthread_t handles[HOST_THREADS];

@@ -49,7 +49,7 @@ int main(void) {
     config.cpus = "4000";
     expect("add partition on CPU 4000", pinned_runtime_add_partition(runtime, &config), PINNED_OK);
     size_t widths[] = {8, 16, 4};
-    pinned_model_config model = {PINNED_MODEL_MLP, widths, 3, 1};
+    pinned_model_config model = {PINNED_MODEL_MLP, widths, 3, 1, NULL, PINNED_PRECISION_F32, 0};
     pinned_partition *partition = NULL;
     expect("load into a partition on CPU 4000",
            pinned_runtime_load_model(runtime, "far", &model, &partition), PINNED_BAD_PLACEMENT);
@@ -67,11 +67,20 @@ int main(void) {
     config.slots = 2;
     expect("add partition mlp", pinned_runtime_add_partition(runtime, &config), PINNED_OK);
     expect("add partition mlp twice", pinned_runtime_add_partition(runtime, &config), PINNED_INVALID_ARGUMENT);
-    pinned_model_config bad_model = {PINNED_MODEL_MLP, widths, 1, 1};
+    pinned_model_config bad_model = {PINNED_MODEL_MLP, widths, 1, 1, NULL, PINNED_PRECISION_F32, 0};
     expect("MLP with one width", pinned_runtime_load_model(runtime, "mlp", &bad_model, &partition),
            PINNED_BAD_MODEL);
-    pinned_model_config no_kind = {99, NULL, 0, 1};
+    pinned_model_config no_kind = {99, NULL, 0, 1, NULL, PINNED_PRECISION_F32, 0};
     expect("unknown model kind", pinned_runtime_load_model(runtime, "mlp", &no_kind, &partition),
+           PINNED_INVALID_ARGUMENT);
+    pinned_model_config missing = {PINNED_MODEL_MINILM, NULL, 0, 0, "/nonexistent/minilm", PINNED_PRECISION_F32, 0};
+    expect("MiniLM from a directory that does not exist",
+           pinned_runtime_load_model(runtime, "mlp", &missing, &partition), PINNED_BAD_MODEL);
+    pinned_model_config no_path = {PINNED_MODEL_MINILM, NULL, 0, 0, NULL, PINNED_PRECISION_F32, 0};
+    expect("MiniLM with a NULL path", pinned_runtime_load_model(runtime, "mlp", &no_path, &partition),
+           PINNED_NULL_ARGUMENT);
+    pinned_model_config bad_precision = {PINNED_MODEL_MINILM, NULL, 0, 0, "/x", 7, 0};
+    expect("precision 7", pinned_runtime_load_model(runtime, "mlp", &bad_precision, &partition),
            PINNED_INVALID_ARGUMENT);
     expect("load mlp", pinned_runtime_load_model(runtime, "mlp", &model, &partition), PINNED_OK);
 

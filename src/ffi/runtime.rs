@@ -16,7 +16,7 @@ use ::pinned_runtime::{
 
 use super::error::pinned_status;
 use super::guard::{c_str, check_out, deref, guard, opt_c_str, write_out, FfiError};
-use super::model::{build_model, pinned_model_config};
+use super::model::{model_spec, pinned_model_config};
 use super::request::RequestTable;
 use crate::config::{ConfigError, RuntimeSpec};
 
@@ -106,7 +106,9 @@ impl From<ConfigError> for FfiError {
     fn from(err: ConfigError) -> Self {
         let status = match &err {
             ConfigError::Runtime(e) => runtime_status(e),
-            ConfigError::Model { .. } => pinned_status::PINNED_BAD_MODEL,
+            ConfigError::Model { .. } | ConfigError::Load { .. } => {
+                pinned_status::PINNED_BAD_MODEL
+            }
             _ => pinned_status::PINNED_INVALID_ARGUMENT,
         };
         FfiError::new(status, err.to_string())
@@ -291,7 +293,13 @@ pub unsafe extern "C" fn pinned_runtime_load_model(
             )));
         };
         // SAFETY: the model struct's pointers follow its documented contract.
-        let model = unsafe { build_model(model) }?;
+        let spec = unsafe { model_spec(model) }?;
+        let ctx = state
+            .runtime
+            .as_ref()
+            .ok_or_else(|| FfiError::new(pinned_status::PINNED_SHUTTING_DOWN, "runtime stopped"))?
+            .cpu_context();
+        let model = spec.build(&config, ctx)?;
         let handle = pinned_runtime::start(&mut state, config, model)?;
         state.pending.remove(name);
         // SAFETY: `out` is non-NULL (checked).
