@@ -21,6 +21,8 @@ pub enum MemoryError {
         policy: String,
         source: Box<NumaError>,
     },
+    #[error("scratch arena: {0}")]
+    Arena(Box<pinned_allocator::AllocError>),
     #[error("{what} of {count} elements overflows the address space")]
     Overflow { what: &'static str, count: usize },
 }

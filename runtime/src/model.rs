@@ -5,7 +5,7 @@ use pinned_kernels::gemm::{self, BMatrix, Epilogue, GemmError, MatMut, MatRef, P
 use pinned_kernels::{Isa, IsaError};
 
 use crate::memory::{MemoryError, NodeBuffer};
-use pinned_allocator::MemPolicy;
+use pinned_allocator::{Arena, ArenaError, MemPolicy};
 
 /// Why a model refused or failed a batch. The request gets an error status;
 /// the worker goes on.
@@ -17,6 +17,10 @@ pub enum ModelError {
     Isa(#[from] IsaError),
     #[error("bad model shape: {0}")]
     Shape(String),
+    #[error(transparent)]
+    Arena(#[from] ArenaError),
+    #[error("the model needs a scratch arena (Model::arena_bytes) but has none")]
+    NoArena,
     #[error("scratch too small: {needed} {what} needed, {got} given")]
     Scratch {
         what: &'static str,
@@ -34,30 +38,80 @@ pub struct ScratchSize {
     pub bytes: usize,
 }
 
-/// A worker's scratch, mapped on its node after it pinned itself. Models
-/// carve it as they like; nothing in it survives from one batch to the next.
+/// A worker's scratch, mapped on its node after it pinned itself: fixed
+/// parts (`parts`) sized by [`Model::scratch_size`], and an arena
+/// (`Model::arena_bytes`) for activations that the worker resets after
+/// every batch (one frame per batch). Nothing in it survives from one batch
+/// to the next.
 pub struct Scratch {
     floats: NodeBuffer<f32>,
     bytes: NodeBuffer<u8>,
+    arena: Option<Arena>,
 }
 
 impl Scratch {
-    pub(crate) fn new(size: ScratchSize, policy: &MemPolicy) -> Result<Self, MemoryError> {
+    pub(crate) fn new(
+        size: ScratchSize,
+        arena_bytes: usize,
+        policy: &MemPolicy,
+    ) -> Result<Self, MemoryError> {
+        let arena = match arena_bytes {
+            0 => None,
+            n => Some(Arena::new(n, *policy).map_err(|e| MemoryError::Arena(Box::new(e)))?),
+        };
         Ok(Self {
             floats: NodeBuffer::new(size.floats, policy, "scratch floats")?,
             bytes: NodeBuffer::new(size.bytes, policy, "scratch bytes")?,
+            arena,
         })
     }
 
     /// Scratch on the OS's default placement, for running a model outside a
-    /// partition (tests, reference runs).
+    /// partition (tests, reference runs); no arena.
     pub fn standalone(size: ScratchSize) -> Result<Self, MemoryError> {
-        Self::new(size, &MemPolicy::Default)
+        Self::new(size, 0, &MemPolicy::Default)
+    }
+
+    /// Everything `model` needs for batches of up to `max_batch`, on the
+    /// OS's default placement.
+    pub fn for_model(model: &dyn Model, max_batch: usize) -> Result<Self, MemoryError> {
+        Self::new(
+            model.scratch_size(max_batch),
+            model.arena_bytes(max_batch),
+            &MemPolicy::Default,
+        )
     }
 
     /// The activation floats and the byte workspace, both exclusively.
     pub fn parts(&mut self) -> (&mut [f32], &mut [u8]) {
         (self.floats.as_mut_slice(), self.bytes.as_mut_slice())
+    }
+
+    /// The fixed parts and the frame arena together.
+    pub fn parts_and_arena(&mut self) -> (&mut [f32], &mut [u8], Option<&Arena>) {
+        (
+            self.floats.as_mut_slice(),
+            self.bytes.as_mut_slice(),
+            self.arena.as_ref(),
+        )
+    }
+
+    /// The frame arena, if the model asked for one.
+    pub fn arena(&self) -> Option<&Arena> {
+        self.arena.as_ref()
+    }
+
+    /// Ends the batch's frame: everything allocated from the arena since
+    /// the last call is released at once.
+    pub fn end_frame(&mut self) {
+        if let Some(arena) = self.arena.as_mut() {
+            arena.reset();
+        }
+    }
+
+    /// Bytes in use in the arena (0 between batches).
+    pub fn arena_used(&self) -> usize {
+        self.arena.as_ref().map_or(0, Arena::used)
     }
 }
 
@@ -70,6 +124,11 @@ pub trait Model: Send + Sync {
     /// fp32 values of one request's output.
     fn output_len(&self) -> usize;
     fn scratch_size(&self, max_batch: usize) -> ScratchSize;
+    /// Bytes of frame arena for one batch of `max_batch` (reset by the
+    /// worker after every batch); 0 for none.
+    fn arena_bytes(&self, _max_batch: usize) -> usize {
+        0
+    }
     /// Runs `batch` requests: `inputs` is `batch * input_len` values
     /// row-major, `outputs` `batch * output_len`. Must not allocate.
     fn run(
@@ -196,10 +255,15 @@ impl Model for DenseMlp {
             .max()
             .unwrap_or(0);
         ScratchSize {
-            // Two ping-pong activation buffers of the widest hidden layer.
-            floats: 2 * m * self.hidden_max(),
+            floats: 0,
             bytes: gemm_bytes,
         }
+    }
+
+    /// Two ping-pong activation buffers of the widest hidden layer, taken
+    /// from the frame arena per batch (plus alignment slack).
+    fn arena_bytes(&self, max_batch: usize) -> usize {
+        2 * (max_batch.max(1) * self.hidden_max() * 4 + 64)
     }
 
     fn run(
@@ -209,18 +273,14 @@ impl Model for DenseMlp {
         outputs: &mut [f32],
         scratch: &mut Scratch,
     ) -> Result<(), ModelError> {
-        let need = self.scratch_size(batch);
-        let (floats, bytes) = scratch.parts();
-        if floats.len() < need.floats {
-            return Err(ModelError::Scratch {
-                what: "floats",
-                needed: need.floats,
-                got: floats.len(),
-            });
-        }
+        let (_, bytes, arena) = scratch.parts_and_arena();
         let half = batch * self.hidden_max();
-        let (mut ping, rest) = floats.split_at_mut(half);
-        let mut pong = &mut rest[..half];
+        let (mut ping, mut pong): (&mut [f32], &mut [f32]) = if half == 0 {
+            (&mut [], &mut [])
+        } else {
+            let arena = arena.ok_or(ModelError::NoArena)?;
+            (arena.alloc(half, 0.0f32)?, arena.alloc(half, 0.0f32)?)
+        };
         let last = self.layers.len() - 1;
         for (i, layer) in self.layers.iter().enumerate() {
             let (k, n) = (self.widths[i], self.widths[i + 1]);
@@ -333,7 +393,7 @@ mod tests {
         let mlp = DenseMlp::new(&[13, 37, 7], 42).unwrap();
         assert_eq!((mlp.input_len(), mlp.output_len()), (13, 7));
         for batch in [1usize, 3, 5] {
-            let mut scratch = Scratch::standalone(mlp.scratch_size(batch)).unwrap();
+            let mut scratch = Scratch::for_model(&mlp, batch).unwrap();
             let inputs: Vec<f32> = (0..batch * 13).map(|i| (i as f32 * 0.37).sin()).collect();
             let mut out = vec![0.0; batch * 7];
             mlp.run(batch, &inputs, &mut out, &mut scratch).unwrap();
@@ -354,11 +414,21 @@ mod tests {
             Err(ModelError::Shape(_))
         ));
         let mlp = DenseMlp::new(&[4, 8, 2], 1).unwrap();
-        let mut small = Scratch::standalone(mlp.scratch_size(1)).unwrap();
+        let mut small = Scratch::for_model(&mlp, 1).unwrap();
         let mut out = vec![0.0; 4];
+        // An arena that is all but used up: refused with a typed error.
+        let arena = small.arena().unwrap();
+        arena.alloc(arena.remaining() - 16, 0u8).unwrap();
         assert!(matches!(
             mlp.run(2, &[0.0; 8], &mut out, &mut small),
-            Err(ModelError::Scratch { .. })
+            Err(ModelError::Arena(_))
+        ));
+        small.end_frame();
+        assert_eq!(small.arena_used(), 0);
+        let mut none = Scratch::standalone(mlp.scratch_size(1)).unwrap();
+        assert!(matches!(
+            mlp.run(1, &[0.0; 4], &mut out, &mut none),
+            Err(ModelError::NoArena)
         ));
     }
 

@@ -74,7 +74,11 @@ impl Worker {
         let migrations = MigrationCounter::open();
         let policy = scratch_policy(&shared.slot_policy, shared.pin);
         let b = shared.batch.max_batch.max(1);
-        let scratch = Scratch::new(shared.model.scratch_size(b), &policy)?;
+        let scratch = Scratch::new(
+            shared.model.scratch_size(b),
+            shared.model.arena_bytes(b),
+            &policy,
+        )?;
         let batched = |len: usize| if b > 1 { b * len } else { 0 };
         let batch_in = NodeBuffer::new(batched(shared.slots.input_len()), &policy, "batch inputs")?;
         let batch_out =
@@ -218,6 +222,8 @@ impl Worker {
             }
             result
         };
+        // One frame per batch: the model's arena allocations end here.
+        scratch.end_frame();
         let failure = match outcome {
             Ok(Ok(())) => None,
             Ok(Err(_)) => Some(Failure::ModelError),
