@@ -77,6 +77,15 @@ impl Default for Latencies {
 
 const UNKNOWN: u64 = u64::MAX;
 
+/// Adds to a counter that only the calling thread writes.
+#[inline(always)]
+fn bump(counter: &AtomicU64, by: u64) {
+    counter.store(
+        counter.load(Ordering::Relaxed).wrapping_add(by),
+        Ordering::Relaxed,
+    );
+}
+
 /// A worker's shared record: written by the worker, read by anyone.
 #[derive(Debug)]
 pub(crate) struct WorkerRecord {
@@ -112,21 +121,23 @@ impl WorkerRecord {
         }
     }
 
-    /// One batch served; `requests` of it failed `failed`.
+    /// One batch of `requests` served, `failed` of them failed. Counters
+    /// have one writer (their worker), so a load and a store do, without a
+    /// locked read-modify-write on the hot path.
     #[inline]
     pub(crate) fn served(&self, requests: u64, failed: u64) {
-        self.requests.fetch_add(requests, Ordering::Relaxed);
-        self.batches.fetch_add(1, Ordering::Relaxed);
+        bump(&self.requests, requests);
+        bump(&self.batches, 1);
         if failed != 0 {
-            self.failures.fetch_add(failed, Ordering::Relaxed);
+            bump(&self.failures, failed);
         }
     }
 
     #[inline]
     pub(crate) fn idle(&self, spin_ns: u64, parked: bool) {
-        self.idle_spin_ns.fetch_add(spin_ns, Ordering::Relaxed);
+        bump(&self.idle_spin_ns, spin_ns);
         if parked {
-            self.parks.fetch_add(1, Ordering::Relaxed);
+            bump(&self.parks, 1);
         }
     }
 
