@@ -247,6 +247,15 @@ fn every_placement_gives_the_same_embeddings() {
             LoadOptions::default().placement(placement.clone()),
         );
         assert_eq!(model.placement(), &placement);
+        let copies = model.weight_nodes();
+        match &placement {
+            WeightPlacement::Node(n) => assert_eq!(copies, vec![(Some(*n), Some(*n))]),
+            WeightPlacement::Replicate(list) => {
+                let want: Vec<_> = list.iter().map(|n| (Some(n), Some(n))).collect();
+                assert_eq!(copies, want, "one copy on each node");
+            }
+            _ => assert_eq!(copies.len(), 1),
+        }
         assert_eq!(
             model.embed_ids(&[(&[1, 2, 3], &[1, 1, 1])]).unwrap(),
             want,

@@ -301,6 +301,11 @@ impl MiniLm {
     pub fn weight_bytes(&self) -> usize {
         self.replicas.first().map_or(0, |r| r.store.bytes())
     }
+    /// For each copy of the weights, the nodes of its first and last page
+    /// (to check a placement took effect).
+    pub fn weight_nodes(&self) -> Vec<(Option<usize>, Option<usize>)> {
+        self.replicas.iter().map(|r| r.store.nodes()).collect()
+    }
     pub fn tokenizer(&self) -> Option<&TextTokenizer> {
         self.tokenizer.as_ref()
     }

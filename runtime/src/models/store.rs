@@ -209,6 +209,15 @@ impl NodeStore {
     pub(crate) fn bytes(&self) -> usize {
         self.buf.len()
     }
+
+    /// The node holding the first and the last page of the store (where
+    /// the policy put them), `None` where the kernel does not say.
+    pub(crate) fn nodes(&self) -> (Option<usize>, Option<usize>) {
+        let first = self.buf.as_ptr().cast_const();
+        let last = first.wrapping_add(self.buf.len().saturating_sub(1));
+        let node = |p| pinned_allocator::numa::node_of_address(p).ok().flatten();
+        (node(first), node(last))
+    }
 }
 
 /// Which copy each CPU reads: `copy_of_cpu[cpu]`, 0 when unknown.
