@@ -3,7 +3,9 @@
 //! - [`gemm_bench`]: `pinned bench gemm`.
 //! - [`ring_bench`]: `pinned bench ring`.
 //! - [`harness`]: `pinned run`, `pinned sweep`, `pinned compare`.
+//! - [`e2e`]: `pinned bench e2e`, pinned beside ONNX Runtime (`bench/peers/`).
 
+pub mod e2e;
 pub mod gemm_bench;
 pub mod harness;
 pub mod ring_bench;
