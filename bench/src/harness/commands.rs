@@ -441,6 +441,11 @@ pub struct CompareArgs {
 pub fn compare(args: &CompareArgs) -> Result<(), BoxError> {
     let a = RunRecord::read(&args.a)?;
     let b = RunRecord::read(&args.b)?;
+    // A record that is not internally consistent is not evidence.
+    a.check()
+        .map_err(|e| format!("{}: {e}", args.a.display()))?;
+    b.check()
+        .map_err(|e| format!("{}: {e}", args.b.display()))?;
     let text = super::compare::report(
         &a,
         &b,

@@ -187,6 +187,10 @@ struct HostResult {
 /// Shared by the coordinator and the host threads.
 struct Control {
     stop: AtomicBool,
+    /// Clock time the measured window opened; `u64::MAX` during warm-up.
+    /// The coordinator sets it after resetting the workers' histograms, so
+    /// the hosts' and the workers' windows open in that order.
+    window_start: AtomicU64,
     /// Requests completed inside the measured window, per partition.
     completed: Vec<AtomicU64>,
 }
@@ -266,6 +270,7 @@ pub fn run(config: &RunConfig, label: &str, show_progress: bool) -> Result<RunRe
 
     let control = Arc::new(Control {
         stop: AtomicBool::new(false),
+        window_start: AtomicU64::new(u64::MAX),
         completed: config
             .partitions
             .iter()
@@ -290,7 +295,7 @@ pub fn run(config: &RunConfig, label: &str, show_progress: bool) -> Result<RunRe
                 let control = control.clone();
                 let load = load_of(config.scenario, pc);
                 let seed = config.seed.wrapping_add(i as u64);
-                scope.spawn(move || drive(part, load, t0, measure_from, seed, &control, i))
+                scope.spawn(move || drive(part, load, t0, seed, &control, i))
             })
             .collect();
 
@@ -304,6 +309,7 @@ pub fn run(config: &RunConfig, label: &str, show_progress: bool) -> Result<RunRe
             .collect();
         partitions.iter().for_each(Partition::reset_latencies);
         let window_start = now_ns();
+        control.window_start.store(window_start, Ordering::Release);
         let min_end = window_start + (config.duration_s * 1e9) as u64;
         let max_end = window_start + (config.max_duration_s.max(config.duration_s) * 1e9) as u64;
         loop {
@@ -497,7 +503,6 @@ fn drive(
     part: &Partition,
     load: Load,
     t0: u64,
-    measure_from: u64,
     seed: u64,
     control: &Control,
     index: usize,
@@ -506,11 +511,16 @@ fn drive(
         partition: part.name().to_owned(),
         source,
     };
-    let mut recorder = Recorder::new(measure_from);
+    let mut recorder = Recorder::new(u64::MAX);
     let counter = &control.completed[index];
-    let note = |recorder: &Recorder| counter.store(recorder.completed, Ordering::Relaxed);
-    let mut offered = 0u64;
-    let mut issued = 0u64;
+    let note = |recorder: &mut Recorder| {
+        counter.store(recorder.completed, Ordering::Relaxed);
+        let opened = control.window_start.load(Ordering::Acquire);
+        if opened != recorder.measure_from_ns() {
+            recorder.set_measure_from(opened);
+        }
+    };
+    let mut unissued = 0u64;
     let input_value = 0.5f32;
     match load {
         Load::Closed => {
@@ -521,16 +531,12 @@ fn drive(
                 req.submit().map_err(fail)?;
                 req.wait(REQUEST_TIMEOUT).map_err(fail)?;
                 let done = now_ns();
-                if sent >= measure_from {
-                    offered += 1;
-                    issued += 1;
-                }
                 recorder.record(&Timing {
                     scheduled_ns: sent,
                     issued_ns: sent,
                     completed_ns: done,
                 });
-                note(&recorder);
+                note(&mut recorder);
             }
         }
         Load::Offline | Load::Open { .. } => {
@@ -551,11 +557,7 @@ fn drive(
                     match schedule.as_mut() {
                         Some(s) => {
                             while s.peek_ns() <= now {
-                                let t = s.take();
-                                if t >= measure_from {
-                                    offered += 1;
-                                }
-                                backlog.push_back(t);
+                                backlog.push_back(s.take());
                             }
                         }
                         // Offline: everything is due at once; the slots bound it.
@@ -590,12 +592,6 @@ fn drive(
                     }
                     backlog.pop_front();
                     let scheduled = if schedule.is_some() { scheduled } else { sent };
-                    if scheduled >= measure_from {
-                        issued += 1;
-                        if schedule.is_none() {
-                            offered += 1;
-                        }
-                    }
                     in_flight.push((req, scheduled, sent));
                 }
                 // Collect what finished.
@@ -618,8 +614,11 @@ fn drive(
                         }
                     }
                 }
-                note(&recorder);
+                note(&mut recorder);
                 if stopping && in_flight.is_empty() {
+                    // Arrivals of the window that never got a slot.
+                    let from = recorder.measure_from_ns();
+                    unissued = backlog.iter().filter(|&&t| t >= from).count() as u64;
                     break;
                 }
                 idle_until_next(schedule.as_ref(), &backlog, &mut in_flight);
@@ -631,9 +630,11 @@ fn drive(
             Load::Open { qps } => Some(qps),
             _ => None,
         },
+        // Every issued request is waited for, so in the window issued =
+        // completed; offered adds the arrivals still waiting for a slot.
+        offered: recorder.completed + unissued,
+        issued: recorder.completed,
         recorder,
-        offered,
-        issued,
     })
 }
 
