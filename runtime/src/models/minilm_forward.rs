@@ -346,25 +346,26 @@ impl Model for MiniLm {
     }
 
     fn scratch_size(&self, max_batch: usize) -> ScratchSize {
-        let (h, i, s, d) = (
-            self.config.hidden_size,
-            self.config.intermediate_size,
-            self.options.max_seq,
-            self.config.head_dim(),
-        );
+        let (s, d) = (self.options.max_seq, self.config.head_dim());
         let tokens = max_batch.max(1) * s;
         let paths = &self.options.paths;
         let weight_gemms = self.replicas.first().map_or(0, |r| {
             let l = &r.weights.layers;
             l.iter()
                 .flat_map(|l| [&l.qkv, &l.attn_out, &l.ffn_in, &l.ffn_out])
-                .map(|w| w.scratch_bytes(tokens, 1, paths))
+                // Blocking depends on M: size for short batches too.
+                .flat_map(|w| [1, s, tokens].map(|m| w.scratch_bytes(m, 1, paths)))
                 .max()
                 .unwrap_or(0)
         });
-        let attention = gemm::gemm_scratch_bytes(s, s, d, paths.f32)
-            .max(gemm::gemm_scratch_bytes(s, d, s, paths.f32));
-        let _ = (h, i);
+        let attention = [1, s]
+            .map(|l| {
+                gemm::gemm_scratch_bytes(l, l, d, paths.f32)
+                    .max(gemm::gemm_scratch_bytes(l, d, l, paths.f32))
+            })
+            .into_iter()
+            .max()
+            .unwrap_or(0);
         ScratchSize {
             floats: self.floats_needed(tokens),
             bytes: weight_gemms.max(attention),
