@@ -38,6 +38,9 @@ pub struct GemmBenchOptions {
     pub threads: Vec<usize>,
     /// Force an ISA (as `PINNED_ISA`); default: `PINNED_ISA` or the best.
     pub isa: Option<String>,
+    /// `f32` (default), or `bf16` / `int8` for the low-precision GEMM
+    /// beside our fp32 one and the AMX peak ([`crate::lowp_bench`]).
+    pub precision: Option<String>,
 }
 
 impl Default for GemmBenchOptions {
@@ -47,6 +50,7 @@ impl Default for GemmBenchOptions {
             json: false,
             threads: vec![1, 2],
             isa: None,
+            precision: None,
         }
     }
 }
@@ -63,6 +67,8 @@ pub enum GemmBenchError {
     Child { threads: usize, detail: String },
     #[error("bad record from child: {0}")]
     Json(#[from] serde_json::Error),
+    #[error(transparent)]
+    Precision(#[from] pinned_kernels::precision::PrecisionError),
 }
 
 /// One measured shape.
@@ -94,6 +100,11 @@ pub struct Record {
 
 /// Runs the benchmark (or, in a child process, one thread count of it).
 pub fn run(opts: &GemmBenchOptions) -> Result<(), GemmBenchError> {
+    if let Some(p) = &opts.precision {
+        if let Some(elem) = pinned_kernels::precision::Precision::parse(p)?.elem() {
+            return crate::lowp_bench::run(opts, elem);
+        }
+    }
     let isa = match &opts.isa {
         Some(name) => Isa::force(name)?,
         None => Isa::from_env()?,
