@@ -12,9 +12,11 @@ use pinned_bench::ring_bench::{
 };
 use pinned_runtime::{current_affinity, Ring, Runtime, RuntimeConfig, WaitStrategy};
 
-/// Mean round trip times the count: what criterion's `iter_custom` wants.
+/// Median round trip times the count: what criterion's `iter_custom`
+/// wants, robust to the odd preempted sample on a shared machine (each call
+/// starts its threads afresh; that start-up is not timed).
 fn total(h: &hdrhistogram::Histogram<u64>, iters: u64) -> Duration {
-    Duration::from_nanos((h.mean() * iters as f64) as u64)
+    Duration::from_nanos(h.value_at_quantile(0.5).saturating_mul(iters))
 }
 
 fn round_trip(c: &mut Criterion) {

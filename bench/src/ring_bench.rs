@@ -142,6 +142,11 @@ impl SlotQueue for ArrayQueue<u32> {
     }
 }
 
+/// Unrecorded round trips first: both threads running, lines warm.
+fn warm_up(iters: u64) -> u64 {
+    (iters / 10).clamp(10, 1000)
+}
+
 fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 10_000_000_000, 3).expect("valid bounds")
 }
@@ -186,13 +191,15 @@ pub fn ping_pong(host: usize, worker: usize, iters: u64) -> Result<Histogram<u64
     let h = on_cpu(host, move || {
         let (req, resp) = (&lines.0, &lines.1);
         let mut hist = histogram();
-        for i in 1..=iters {
+        for i in 1..=iters + warm_up(iters) {
             let t0 = now_ns();
             req.store(i, Ordering::Release);
             while resp.load(Ordering::Acquire) != i {
                 std::hint::spin_loop();
             }
-            hist.saturating_record(now_ns() - t0);
+            if i > warm_up(iters) {
+                hist.saturating_record(now_ns() - t0);
+            }
         }
         req.store(u64::MAX, Ordering::Release);
         hist
@@ -238,7 +245,7 @@ pub fn queue_round_trips<Q: SlotQueue + 'static>(
         let (queue, done, stop) = (&shared.0, &shared.1, &shared.2);
         let mut hist = histogram();
         let mut sent = vec![0u32; done.len()];
-        for _ in 0..iters {
+        for i in 0..iters + warm_up(iters) {
             let t0 = now_ns();
             sent[0] = sent[0].wrapping_add(1);
             while !queue.push(0) {
@@ -247,7 +254,9 @@ pub fn queue_round_trips<Q: SlotQueue + 'static>(
             while done[0].load(Ordering::Acquire) != sent[0] {
                 std::hint::spin_loop();
             }
-            hist.saturating_record(now_ns() - t0);
+            if i >= warm_up(iters) {
+                hist.saturating_record(now_ns() - t0);
+            }
         }
         // Throughput: `window` requests in flight, each resubmitted as soon
         // as it completes.
@@ -326,11 +335,13 @@ pub fn runtime_round_trips(
         let t = Duration::from_secs(10);
         let mut hist = histogram();
         let mut one = part.acquire(t)?;
-        for _ in 0..iters {
+        for i in 0..iters + warm_up(iters) {
             let t0 = now_ns();
             one.try_submit()?;
             one.wait(t)?;
-            hist.saturating_record(now_ns() - t0);
+            if i >= warm_up(iters) {
+                hist.saturating_record(now_ns() - t0);
+            }
         }
         drop(one);
         let mut reqs: Vec<Request> = (0..window.max(1))
