@@ -169,14 +169,21 @@ def drive(engine, scenario, opts, qps, measure_from, t0, on_window):
     offered = issued = 0
     window_start = None
     min_end = max_end = None
+    # Warm-up requests still waiting when the window opens (record.rs
+    # `carried_in`): served inside it, not measured.
+    carried_in = 0
+    backlog = collections.deque()  # scheduled times not yet in a slot
+    queue = collections.deque()  # (scheduled, issued) holding a slot
 
     def window_check():
-        nonlocal window_start, min_end, max_end
+        nonlocal window_start, min_end, max_end, carried_in
         t = now()
         if window_start is None:
             if t < measure_from:
                 return False
             window_start = t
+            carried_in = sum(1 for s in backlog if s < measure_from)
+            carried_in += sum(1 for s, _ in queue if s < measure_from)
             min_end = t + int(opts.duration * 1e9)
             max_end = t + int(max(opts.max_duration, opts.duration) * 1e9)
             on_window("start")
@@ -196,11 +203,9 @@ def drive(engine, scenario, opts, qps, measure_from, t0, on_window):
                 break
         window_end = now()
         on_window("end")
-        return rec, offered, issued, (window_end - window_start) / 1e9
+        return rec, offered, issued, carried_in, (window_end - window_start) / 1e9
 
     schedule = PoissonSchedule(qps, t0, opts.seed) if scenario == "server" else None
-    backlog = collections.deque()  # scheduled times not yet in a slot
-    queue = collections.deque()  # (scheduled, issued) holding a slot
     stopping = False
     window_end = None
     max_wait_ns = opts.max_wait_us * 1000
@@ -248,7 +253,7 @@ def drive(engine, scenario, opts, qps, measure_from, t0, on_window):
             stopping = True
             window_end = now()
             on_window("end")
-    return rec, offered, issued, (window_end - window_start) / 1e9
+    return rec, offered, issued, carried_in, (window_end - window_start) / 1e9
 
 
 def idle(until_ns):
@@ -268,8 +273,8 @@ def measure(engine, scenario, opts, qps, warmup, seed_offset=0):
 
     t0 = time.monotonic_ns()
     measure_from = t0 + int(warmup * 1e9)
-    rec, offered, issued, window_s = drive(engine, scenario, opts, qps, measure_from, t0, on_window)
-    return rec, offered, issued, window_s, state
+    rec, offered, issued, carried_in, window_s = drive(engine, scenario, opts, qps, measure_from, t0, on_window)
+    return rec, offered, issued, carried_in, window_s, state
 
 
 def choose_spinning(model_bytes, kind, width, opts, scenario, qps):
@@ -282,7 +287,7 @@ def choose_spinning(model_bytes, kind, width, opts, scenario, qps):
     results = {}
     for spin in (True, False):
         engine = Engine(model_bytes, kind, width, opts.seq, opts.workers, spin)
-        rec, _, _, window_s, _ = measure(engine, scenario, trial, qps, min(opts.warmup, 0.5))
+        rec, _, _, _, window_s, _ = measure(engine, scenario, trial, qps, min(opts.warmup, 0.5))
         del engine
         s = rec.latency.summary()
         results[spin] = (s["mean_ns"], rec.completed / window_s)
@@ -363,12 +368,12 @@ def main(argv=None):
         cap = argparse.Namespace(**vars(opts))
         cap.duration, cap.min_count = max(opts.trial, 1.0), 0
         engine = Engine(model_bytes, kind, width, opts.seq, opts.workers, spin)
-        rec, _, _, window_s, _ = measure(engine, "offline", cap, None, min(opts.warmup, 0.5))
+        rec, _, _, _, window_s, _ = measure(engine, "offline", cap, None, min(opts.warmup, 0.5))
         del engine
         qps = opts.load * rec.completed / window_s
     spin, note = choose_spinning(model_bytes, kind, width, opts, opts.scenario, qps)
     engine = Engine(model_bytes, kind, width, opts.seq, opts.workers, spin)
-    rec, offered, issued, window_s, state = measure(engine, opts.scenario, opts, qps, opts.warmup)
+    rec, offered, issued, carried_in, window_s, state = measure(engine, opts.scenario, opts, qps, opts.warmup)
     main_tid = os.getpid()
     threads = record.worker_stats(state["start"][1], state["end"][1], window_s, {main_tid: rec.completed})
     label = f"{opts.label} spinning={'on' if spin else 'off'}" + (f" ({note})" if note else "")
@@ -393,6 +398,7 @@ def main(argv=None):
         "completed": rec.completed,
         "warmup_completed": rec.warmup_completed,
         "rejected": 0,
+        "carried_in": carried_in,
         "offered_qps": qps if opts.scenario == "server" else None,
         "tps": rec.completed / window_s,
         "latency": latency,
