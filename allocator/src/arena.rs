@@ -50,6 +50,10 @@ pub enum ArenaError {
     StaleMark { mark: usize, used: usize },
 }
 
+/// The smallest page size (x86-64, aarch64 4K kernels): any alignment up to
+/// it fits in every region.
+const MIN_PAGE: usize = 4096;
+
 /// A point to return to with [`Arena::reset_to`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Mark {
@@ -150,7 +154,15 @@ impl Arena {
         let Some(bytes) = n.checked_mul(size_of::<T>()) else {
             return Err(overflow(n, size_of::<T>()));
         };
-        let offset = self.bump(bytes, align.max(align_of::<T>()))?;
+        let align = align.max(align_of::<T>());
+        // `T`'s own alignment is a power of two, and up to 4096 (the
+        // smallest page size) always fits; for `alloc::<T>` this folds to
+        // nothing at compile time, so only explicit alignments are checked.
+        let natural = align == align_of::<T>() && align <= MIN_PAGE;
+        if !natural && (!align.is_power_of_two() || align > self.region.page_size()) {
+            return Err(self.bad_align(align));
+        }
+        let offset = self.bump(bytes, align)?;
         // SAFETY: `bump` reserved `bytes` bytes at `offset`, inside the
         // region, aligned for `T`, and disjoint from every other live
         // allocation; `&mut self` is needed to hand them out again, which
@@ -158,12 +170,10 @@ impl Arena {
         Ok(unsafe { std::slice::from_raw_parts_mut(self.region.as_ptr().add(offset).cast(), n) })
     }
 
-    /// Reserves `bytes` at an `align`-aligned offset; returns the offset.
-    #[inline]
+    /// Reserves `bytes` at an `align`-aligned offset (`align` checked by
+    /// the caller: a power of two up to the page size); returns the offset.
+    #[inline(always)]
     fn bump(&self, bytes: usize, align: usize) -> Result<usize, ArenaError> {
-        if !align.is_power_of_two() || align > self.region.page_size() {
-            return Err(self.bad_align(align));
-        }
         let used = self.used.get();
         // Cannot overflow: used <= capacity <= isize::MAX and align <= page size.
         let start = (used + align - 1) & !(align - 1);

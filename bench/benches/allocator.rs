@@ -14,7 +14,7 @@
 
 use std::hint::black_box;
 
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use pinned_allocator::{AllocError, Arena, HugePages, MemPolicy, Region, RegionOptions};
 
 const ALLOCS: usize = 64;
@@ -65,9 +65,10 @@ fn region_prefault(c: &mut Criterion) {
     g.throughput(Throughput::Bytes(REGION as u64));
     g.sample_size(10);
 
-    // Unmapping is outside the timing (iter_with_large_drop) for every entry.
+    // Unmapping is outside the timing for every entry, and one mapping
+    // lives at a time (BatchSize::PerIteration drops it before the next).
     g.bench_function("mmap_touch_4k_peer", |b| {
-        b.iter_with_large_drop(|| mmap_and_touch(REGION))
+        b.iter_batched(|| (), |()| mmap_and_touch(REGION), BatchSize::PerIteration)
     });
 
     for (name, huge) in [
@@ -83,7 +84,11 @@ fn region_prefault(c: &mut Criterion) {
         };
         match make() {
             Ok(r) => {
-                println!("{name}: backing {:?}, page {} bytes", r.backing(), r.page_size())
+                println!(
+                    "{name}: backing {:?}, page {} bytes",
+                    r.backing(),
+                    r.page_size()
+                )
             }
             Err(e @ AllocError::NoHugePages { .. }) => {
                 println!("{name}: skipped: {e}");
@@ -91,7 +96,9 @@ fn region_prefault(c: &mut Criterion) {
             }
             Err(e) => panic!("{name}: {e}"),
         }
-        g.bench_function(name, |b| b.iter_with_large_drop(|| make().expect("region")));
+        g.bench_function(name, |b| {
+            b.iter_batched(|| (), |()| make().expect("region"), BatchSize::PerIteration)
+        });
     }
 
     let mut faulted = vec![1u8; REGION];
