@@ -179,6 +179,7 @@ fn thread_policy(placement: &Placement, nodes: &IdList) -> Result<MemPolicy, num
 /// What each partition's host thread hands back.
 struct HostResult {
     recorder: Recorder,
+    carried_in: u64,
     offered: u64,
     issued: u64,
     offered_qps: Option<f64>,
@@ -482,6 +483,7 @@ fn partition_result(
         completed,
         warmup_completed: r.warmup_completed,
         rejected: 0,
+        carried_in: host.carried_in,
         offered_qps: host.offered_qps,
         tps: completed as f64 / measured_s,
         latency: r.latency_summary(),
@@ -521,6 +523,8 @@ fn drive(
         }
     };
     let mut unissued = 0u64;
+    // Warm-up requests still queued or in flight when the window opened.
+    let mut carried_in: Option<u64> = None;
     let input_value = 0.5f32;
     match load {
         Load::Closed => {
@@ -615,6 +619,9 @@ fn drive(
                     }
                 }
                 note(&mut recorder);
+                if carried_in.is_none() && recorder.measure_from_ns() != u64::MAX {
+                    carried_in = Some((in_flight.len() + backlog.len()) as u64);
+                }
                 if stopping && in_flight.is_empty() {
                     // Arrivals of the window that never got a slot.
                     let from = recorder.measure_from_ns();
@@ -633,6 +640,10 @@ fn drive(
         // Every issued request is waited for, so in the window issued =
         // completed; offered adds the arrivals still waiting for a slot.
         offered: recorder.completed + unissued,
+        carried_in: match load {
+            Load::Closed => 1,
+            _ => carried_in.unwrap_or(0),
+        },
         issued: recorder.completed,
         recorder,
     })
