@@ -450,6 +450,59 @@ pub fn ratio_table(rows: &[RatioRow], rounds: usize) -> String {
     out
 }
 
+/// Bytes of weight matrices an MLP manifest names (what a batch-1 request
+/// reads); `None` for anything else (MiniLM, a file that does not parse).
+pub fn mlp_weight_bytes(manifest: &Path) -> Option<u64> {
+    let spec: pinned_runtime::models::MlpManifest =
+        serde_json::from_str(&std::fs::read_to_string(manifest).ok()?).ok()?;
+    let file =
+        pinned_runtime::models::WeightsFile::open(manifest.parent()?.join(&spec.weights)).ok()?;
+    spec.layers
+        .iter()
+        .map(|l| {
+            file.shape(&l.weight)
+                .ok()
+                .map(|s| s.iter().product::<usize>() as u64 * 4)
+        })
+        .sum()
+}
+
+/// The weight-read limit of a bandwidth-bound MLP, measured now: one
+/// thread streaming a buffer of the weights' size bounds a request's
+/// latency from below, all workers streaming bound the throughput.
+fn print_bandwidth_limit(bytes: u64, workers: usize, pinned: &[PartitionResult]) {
+    use pinned_kernels::gemm::ThreadTeam;
+    let floats = (bytes / 4) as usize;
+    let bw = |threads: usize| {
+        ThreadTeam::new(threads)
+            .ok()
+            .map(|team| crate::gemm_bench::probes::read_bandwidth_gbps(&team, floats, 5))
+    };
+    let (Some(one), Some(all)) = (bw(1), bw(workers)) else {
+        eprintln!("pinned bench e2e: no thread team for the bandwidth probe");
+        return;
+    };
+    let floor_us = bytes as f64 / (one * 1e9) * 1e6;
+    let ceiling = all * 1e9 / bytes as f64;
+    let p50 = median(
+        &pinned
+            .iter()
+            .map(|p| p.service.p50_ns as f64 / 1e3)
+            .collect::<Vec<_>>(),
+    );
+    let tps = median(&pinned.iter().map(|p| p.tps).collect::<Vec<_>>());
+    println!(
+        "weights {:.1} MB; read bandwidth now: {one:.1} GB/s (1 thread), {all:.1} GB/s ({workers} threads)",
+        bytes as f64 / 1e6
+    );
+    println!(
+        "  batch-1 limit: {floor_us:.1} us per request on one worker, {ceiling:.1} requests/s on {workers}; \
+         pinned service p50 {p50:.1} us = {:.3}x the limit, tps {tps:.1} = {:.3} of the ceiling",
+        p50 / floor_us,
+        tps / ceiling
+    );
+}
+
 /// Runs the comparison and prints its table; `Ok(false)` when the peer was
 /// not asked for and is missing (pinned ran alone).
 pub fn run(o: &E2eOptions) -> Result<bool, E2eError> {
@@ -571,6 +624,14 @@ pub fn run(o: &E2eOptions) -> Result<bool, E2eError> {
         );
         b.push(p);
     }
+    if o.batch == 1 {
+        if let Some(bytes) = mlp_weight_bytes(&model) {
+            let workers = o
+                .workers
+                .unwrap_or_else(|| allowed_cpu_count(o.cpus.as_deref()));
+            print_bandwidth_limit(bytes, workers, &a);
+        }
+    }
     if !have_peer {
         return Ok(false);
     }
@@ -652,6 +713,7 @@ mod tests {
             first[0], expect,
             "weights come from SplitMix64 in the documented order"
         );
+        assert_eq!(mlp_weight_bytes(&m1), Some((8 * 16 + 16 * 4) * 4));
         assert!(write_mlp(&dir.join("c"), &[8], 1).is_err());
         let _ = std::fs::remove_dir_all(&dir);
     }
