@@ -19,10 +19,10 @@ use crate::isa::Isa;
 
 /// A fixed set of threads that runs one job on each of them.
 ///
-/// Implement it on the runtime's pinned workers. `run` must call
-/// `job(i)` exactly once for every `i in 0..threads()`, each on its own
-/// thread (the caller may be one of them), and return only after all calls
-/// have returned.
+/// Implement it on the runtime's pinned workers. `run` must call `job(i)`
+/// exactly once for every `i in 0..threads()`, concurrently where it can
+/// (the caller may run some indices itself), and return only after all
+/// calls have returned.
 pub trait Team: Sync {
     fn threads(&self) -> usize;
     fn run(&self, job: &(dyn Fn(usize) + Sync));
@@ -40,6 +40,9 @@ impl Team for SingleThread {
         job(0)
     }
 }
+
+/// Chunks per thread along the split dimension (see [`Grid::chunked`]).
+const CHUNKS_PER_THREAD: usize = 4;
 
 /// How the `m x n` result is split: `tm * tn <= threads` blocks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -88,6 +91,27 @@ impl Grid {
         self.tm * self.tn
     }
 
+    /// The same split, each block cut into up to [`CHUNKS_PER_THREAD`]
+    /// chunks (whole row tiles / NR panels) that threads claim one at a
+    /// time: a thread that is late (descheduled on a busy machine) leaves
+    /// its chunks to the others instead of stalling the call.
+    fn chunked(self, m: usize, n: usize, blk: &Blocking) -> Self {
+        let row_tiles = m.div_ceil(blk.mr).max(1);
+        let panels = n.div_ceil(blk.nr).max(1);
+        Grid {
+            tm: if self.tm > 1 {
+                (self.tm * CHUNKS_PER_THREAD).min(row_tiles)
+            } else {
+                1
+            },
+            tn: if self.tn > 1 {
+                (self.tn * CHUNKS_PER_THREAD).min(panels)
+            } else {
+                1
+            },
+        }
+    }
+
     /// Block `t`'s `(i0, j0, rows, cols)`.
     fn block(
         self,
@@ -125,7 +149,7 @@ pub fn gemm_scratch_bytes_parallel(
     per_thread_floats(m, n, k, isa, threads.max(1), false) * 4 * threads.max(1) + super::PANEL_ALIGN
 }
 
-/// The largest per-thread scratch (floats, multiple of 16) over the grid.
+/// The largest per-thread scratch (floats, multiple of 16) over the chunks.
 fn per_thread_floats(
     m: usize,
     n: usize,
@@ -135,7 +159,7 @@ fn per_thread_floats(
     packed_b: bool,
 ) -> usize {
     let whole = Blocking::for_shape(isa, m, k);
-    let grid = Grid::choose(m, n, k, threads, &whole, packed_b);
+    let grid = Grid::choose(m, n, k, threads, &whole, packed_b).chunked(m, n, &whole);
     (0..grid.blocks())
         .map(|t| {
             let (_, _, rows, cols) = grid.block(t, m, n, whole.mr, whole.nr);
@@ -171,23 +195,32 @@ pub fn sgemm_parallel(
     let share = per_thread_floats(m, n, k, isa, threads, packed_b);
     let base = aligned_scratch(scratch, share * threads)?;
     let whole = Blocking::for_shape(isa, m, k);
-    let grid = Grid::choose(m, n, k, threads, &whole, packed_b);
+    let grid = Grid::choose(m, n, k, threads, &whole, packed_b).chunked(m, n, &whole);
     let base = SendPtr(base);
+    let next = AtomicUsize::new(0);
     let job = |t: usize| {
-        if t >= grid.blocks() {
+        if t >= threads {
             return;
         }
-        let (i0, j0, rows, cols) = grid.block(t, m, n, whole.mr, whole.nr);
-        if rows == 0 || cols == 0 {
-            return;
-        }
-        let sub: Problem = problem.block(i0, j0, rows, cols, whole.nr);
-        let blk = Blocking::for_shape(isa, rows, k);
         let mine = base.get().wrapping_add(t * share);
-        // SAFETY: `sub` is block `t` of a validated problem; blocks are
-        // disjoint, so no other thread touches its C; `mine` is thread `t`'s
-        // own `share` floats (aligned: share is a multiple of 16 floats).
-        unsafe { run_on_isa(isa, &sub, &blk, mine) };
+        loop {
+            let chunk = next.fetch_add(1, Ordering::Relaxed);
+            if chunk >= grid.blocks() {
+                return;
+            }
+            let (i0, j0, rows, cols) = grid.block(chunk, m, n, whole.mr, whole.nr);
+            if rows == 0 || cols == 0 {
+                continue;
+            }
+            let sub: Problem = problem.block(i0, j0, rows, cols, whole.nr);
+            let blk = Blocking::for_shape(isa, rows, k);
+            // SAFETY: `sub` is one chunk of a validated problem; each chunk
+            // is claimed once and chunks are disjoint, so no other thread
+            // touches its C; `mine` is thread `t`'s own `share` floats
+            // (aligned: share is a multiple of 16 floats), and the team runs
+            // each index on one thread at a time.
+            unsafe { run_on_isa(isa, &sub, &blk, mine) };
+        }
     };
     team.run(&job);
     Ok(())
@@ -210,19 +243,26 @@ impl SendPtr {
 /// A persistent team: threads created once, woken per job.
 ///
 /// Workers spin for [`ThreadTeam::SPIN`] after each job (a GEMM layer
-/// follows another within microseconds), then sleep on a condvar.
-/// The caller runs index 0 itself.
+/// follows another within microseconds), then sleep on a condvar. The
+/// caller runs index 0 itself, then retires the job and runs every index
+/// no worker has claimed yet: a descheduled worker cannot stall the call
+/// (and [`sgemm_parallel`]'s chunk counter leaves such indices no work).
 pub struct ThreadTeam {
     shared: Arc<Shared>,
     handles: Vec<JoinHandle<()>>,
     threads: usize,
 }
 
+/// Invariants: index `i` runs only after setting `claimed[i]`, which
+/// happens once per job (workers: under the lock, while the job is in the
+/// slot; the caller: after retiring it); `active` counts workers between
+/// claiming and returning; `run` returns only when the job is retired
+/// (`None`), every index is claimed and `active == 0`.
 struct Shared {
-    /// Bumped once per job; workers run the job when they see a new value.
+    /// Bumped once per job; workers look at the slot when it changes.
     generation: AtomicUsize,
-    /// Workers that finished the current job.
-    done: AtomicUsize,
+    active: AtomicUsize,
+    claimed: Vec<std::sync::atomic::AtomicBool>,
     job: Mutex<Option<JobPtr>>,
     wake: Condvar,
     shutdown: std::sync::atomic::AtomicBool,
@@ -234,7 +274,8 @@ struct JobPtr(*const (dyn Fn(usize) + Sync + 'static));
 unsafe impl Send for JobPtr {}
 
 impl ThreadTeam {
-    /// How long an idle worker spins before sleeping.
+    /// How long an idle worker (or the waiting caller) spins before
+    /// sleeping (or yielding).
     pub const SPIN: Duration = Duration::from_micros(200);
 
     /// Starts `threads - 1` workers (the caller is the `threads`-th).
@@ -242,7 +283,10 @@ impl ThreadTeam {
         let threads = threads.max(1);
         let shared = Arc::new(Shared {
             generation: AtomicUsize::new(0),
-            done: AtomicUsize::new(0),
+            active: AtomicUsize::new(0),
+            claimed: (0..threads)
+                .map(|_| std::sync::atomic::AtomicBool::new(false))
+                .collect(),
             job: Mutex::new(None),
             wake: Condvar::new(),
             shutdown: std::sync::atomic::AtomicBool::new(false),
@@ -284,13 +328,19 @@ fn worker(shared: &Shared, index: usize) {
                 return;
             }
             seen = shared.generation.load(Ordering::Acquire);
-            *slot
+            match *slot {
+                Some(job) if !shared.claimed[index].swap(true, Ordering::AcqRel) => {
+                    shared.active.fetch_add(1, Ordering::AcqRel);
+                    Some(job)
+                }
+                _ => None,
+            }
         };
         if let Some(JobPtr(job)) = job {
-            // SAFETY: `run` keeps the job alive until `done` counts this worker.
+            // SAFETY: `run` does not return while `active` counts this worker.
             unsafe { (*job)(index) };
+            shared.active.fetch_sub(1, Ordering::AcqRel);
         }
-        shared.done.fetch_add(1, Ordering::AcqRel);
     }
 }
 
@@ -305,28 +355,36 @@ impl Team for ThreadTeam {
             return;
         }
         // SAFETY: only the lifetime is erased; this function does not return
-        // before every worker has finished with the pointer (the `done` wait).
+        // before the job is retired and no worker is still running it.
         let erased: &(dyn Fn(usize) + Sync + 'static) = unsafe { core::mem::transmute(job) };
-        self.shared.done.store(0, Ordering::Release);
         {
             let mut slot = self.shared.job.lock().unwrap_or_else(|e| e.into_inner());
+            for c in &self.shared.claimed {
+                c.store(false, Ordering::Relaxed);
+            }
+            self.shared.claimed[0].store(true, Ordering::Relaxed);
             *slot = Some(JobPtr(erased));
             self.shared.generation.fetch_add(1, Ordering::AcqRel);
         }
         self.shared.wake.notify_all();
         job(0);
-        // Spin briefly (the others usually finish within microseconds), then
-        // yield: on an oversubscribed machine a worker may be waiting for
-        // this very CPU.
+        *self.shared.job.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        // Retired: no worker can claim now. Run what nobody claimed.
+        for (i, c) in self.shared.claimed.iter().enumerate().skip(1) {
+            if !c.swap(true, Ordering::AcqRel) {
+                job(i);
+            }
+        }
+        // Spin briefly (workers usually finish within microseconds), then
+        // yield: on an oversubscribed machine a worker may need this CPU.
         let start = Instant::now();
-        while self.shared.done.load(Ordering::Acquire) < self.threads - 1 {
+        while self.shared.active.load(Ordering::Acquire) > 0 {
             if start.elapsed() < Self::SPIN {
                 std::hint::spin_loop();
             } else {
                 std::thread::yield_now();
             }
         }
-        *self.shared.job.lock().unwrap_or_else(|e| e.into_inner()) = None;
     }
 }
 
@@ -382,16 +440,32 @@ mod tests {
     }
 
     #[test]
-    fn team_runs_every_index_once_per_job() {
+    fn team_runs_every_index_exactly_once_per_job() {
         let team = ThreadTeam::new(3).expect("spawn");
-        let hits: [AtomicUsize; 3] = Default::default();
-        for round in 1..=50 {
+        for _ in 0..200 {
+            let ran: [AtomicUsize; 3] = Default::default();
             team.run(&|i| {
-                hits[i].fetch_add(1, Ordering::Relaxed);
+                ran[i].fetch_add(1, Ordering::Relaxed);
             });
-            for h in &hits {
-                assert_eq!(h.load(Ordering::Relaxed), round);
-            }
+            assert!(ran.iter().all(|r| r.load(Ordering::Relaxed) == 1));
+        }
+    }
+
+    #[test]
+    fn chunks_claimed_from_a_counter_all_run_even_if_workers_are_late() {
+        // A job that needs all its chunks done, whoever runs them.
+        let team = ThreadTeam::new(2).expect("spawn");
+        for _ in 0..100 {
+            let next = AtomicUsize::new(0);
+            let done: [AtomicUsize; 16] = Default::default();
+            team.run(&|_| loop {
+                let c = next.fetch_add(1, Ordering::Relaxed);
+                if c >= 16 {
+                    break;
+                }
+                done[c].fetch_add(1, Ordering::Relaxed);
+            });
+            assert!(done.iter().all(|d| d.load(Ordering::Relaxed) == 1));
         }
     }
 }
