@@ -63,6 +63,13 @@ pub struct RegionOptions {
     pub prefault_on_node: bool,
 }
 
+/// `RegionOptions { bytes, policy, ..Default::default() }` works too.
+impl Default for RegionOptions {
+    fn default() -> Self {
+        Self::new(0, MemPolicy::Default)
+    }
+}
+
 impl RegionOptions {
     pub fn new(bytes: usize, policy: MemPolicy) -> Self {
         Self {

@@ -55,9 +55,13 @@ fn an_out_of_range_node_fails_with_the_kernels_errno() {
 
 #[test]
 fn transparent_huge_pages_are_asked_for() {
-    let mut o = RegionOptions::new(4 << 20, MemPolicy::Local);
-    o.huge_pages = HugePages::Transparent;
-    let r = Region::new(o).unwrap();
+    let r = Region::new(RegionOptions {
+        bytes: 4 << 20,
+        policy: MemPolicy::Local,
+        huge_pages: HugePages::Transparent,
+        ..Default::default()
+    })
+    .unwrap();
     assert_eq!(r.backing(), Backing::TransparentHuge);
     assert_eq!(r.placement().unwrap().not_present, 0);
 }
