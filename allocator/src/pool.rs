@@ -2,7 +2,7 @@
 //! given back by many threads without a lock.
 //!
 //! Free blocks are indices in a tagged Treiber stack
-//! ([`FreeList`](crate::freelist)); a taken block is a [`Block`] guard that
+//! (`FreeList`, in `src/freelist.rs`); a taken block is a [`Block`] guard that
 //! owns its index, so it cannot be given back twice, and it goes back to its
 //! own pool when dropped (or through [`Pool::give`]). After creation, taking
 //! and giving make no syscall and touch no heap.
