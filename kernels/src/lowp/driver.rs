@@ -26,6 +26,8 @@ const ROW_PAD: usize = 32;
 pub const INT8_MAX_K: usize = 1 << 16;
 /// Column block (loop 5); a multiple of `NR`.
 const NC: usize = 2048;
+/// Smallest row block (loop 3).
+const MC_MIN: usize = 128;
 
 /// One microkernel call's operands.
 ///
@@ -519,7 +521,9 @@ fn blocks<K: LowpKernel>(kc: usize) -> (usize, usize) {
         * NR;
     let by_c = l2 / 4 / (nc * 4);
     let by_a = (l2 / 2).saturating_sub(kc * nc * esize) / (kc * esize).max(1);
-    let mc = fm.unwrap_or(by_c.min(by_a)).max(K::MR) / K::MR * K::MR;
+    // At least 128 rows: each KC x 32 B micro-panel is then reused by four
+    // or more row tiles even when a deep K block leaves little room for A.
+    let mc = fm.unwrap_or(by_c.min(by_a).max(MC_MIN)).max(K::MR) / K::MR * K::MR;
     (mc, nc)
 }
 
