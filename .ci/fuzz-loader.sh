@@ -15,7 +15,7 @@ fi
 
 corpus="$root/runtime/fuzz/corpus/load_safetensors"
 mkdir -p "$corpus"
-# A valid seed: one F32 tensor, and the tiny BERT written by the tests.
+# A valid seed: one F32 tensor (the tests cover full tiny-BERT files).
 python3 - "$corpus/seed-one-tensor" <<'PY'
 import json, struct, sys
 header = json.dumps({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}).encode()
