@@ -6,8 +6,17 @@
 # (unknown or missing fields are refused) and checks it again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PINNED=${PINNED:-target/release/pinned}
-[ -x "$PINNED" ] || cargo build --release --bin pinned
+# Any build will do (the model is tiny): the release binary if there is one,
+# else the debug one `cargo test --workspace` leaves, else build it.
+if [ -z "${PINNED:-}" ]; then
+    for candidate in target/release/pinned target/debug/pinned; do
+        if [ -x "$candidate" ]; then PINNED=$candidate; break; fi
+    done
+fi
+if [ -z "${PINNED:-}" ]; then
+    cargo build --bin pinned
+    PINNED=target/debug/pinned
+fi
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 model=mlp:128x256x128
