@@ -240,4 +240,23 @@ mod tests {
         let capped = expand(&h, 100);
         assert!((99..=101).contains(&capped.len()), "{}", capped.len());
     }
+
+    #[test]
+    fn quantile_deltas_see_a_shift_and_not_noise() {
+        let mut rng = SplitMix64::new(9);
+        let mut draw = |scale: f64| -> Vec<u64> {
+            let mut v: Vec<u64> = (0..5_000)
+                .map(|_| (100_000.0 * scale * (1.0 + rng.next_f64())) as u64)
+                .collect();
+            v.sort_unstable();
+            v
+        };
+        let (a, b, shifted) = (draw(1.0), draw(1.0), draw(1.2));
+        for q in [0.5, 0.9] {
+            let same = quantile_delta(&a, &b, q, 1).unwrap();
+            assert!(!same.significant, "{same:?}");
+            let moved = quantile_delta(&a, &shifted, q, 1).unwrap();
+            assert!(moved.significant && moved.ratio > 1.1, "{moved:?}");
+        }
+    }
 }
