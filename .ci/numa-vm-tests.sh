@@ -28,13 +28,20 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 cd "$repo"
-# The last "executable" cargo reports is the numa_vm test binary.
-exe=$(cargo test -p pinned-allocator --test numa_vm --no-run --message-format=json \
-    | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -n 1)
-if [ -z "$exe" ] || [ ! -x "$exe" ]; then
-    echo "numa-vm-tests: could not find the numa_vm test binary" >&2
-    exit 1
-fi
-echo "numa-vm-tests: running $exe in a 2-node VM"
-# One test thread: the tests fill node memory and must not overlap.
-bash "$runner" --nodes 2 --cpus 2 --mem-per-node 512 -- "$exe" --test-threads=1 --nocapture
+# Runs one test binary (the last "executable" cargo reports) in a 2-node VM.
+run_in_vm() {
+    local exe
+    exe=$(cargo test -p "$1" --test "$2" --no-run --message-format=json \
+        | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -n 1)
+    if [ -z "$exe" ] || [ ! -x "$exe" ]; then
+        echo "numa-vm-tests: could not find the $1 $2 test binary" >&2
+        exit 1
+    fi
+    echo "numa-vm-tests: running $exe in a 2-node VM"
+    # One test thread: the tests fill node memory and must not overlap.
+    bash "$runner" --nodes 2 --cpus 2 --mem-per-node 512 -- "$exe" --test-threads=1 --nocapture
+}
+# Regions, interleave, preferred fallback, replication, migration.
+run_in_vm pinned-allocator numa_vm
+# Each node's partition serves from its own memory, workers on its CPUs.
+run_in_vm pinned-runtime numa
