@@ -190,7 +190,9 @@ pub fn cpu_model_name() -> String {
 pub enum AmxError {
     #[error("this CPU has no AMX (CPUID.7.0:EDX.AMX-TILE is clear)")]
     NotOnCpu,
-    #[error("the OS does not enable AMX tile state (XCR0 bits 17-18 clear); a kernel >= 5.16 is needed")]
+    #[error(
+        "the OS does not enable AMX tile state (XCR0 bits 17-18 clear); a kernel >= 5.16 is needed"
+    )]
     NotEnabledByOs,
     #[error("arch_prctl(ARCH_REQ_XCOMP_PERM, XTILEDATA) was refused: errno {errno} ({message})")]
     PermissionRefused { errno: i32, message: String },
@@ -218,7 +220,11 @@ pub fn request_amx_permission() -> Result<(), AmxError> {
             }
             // SAFETY: ARCH_REQ_XCOMP_PERM takes an integer feature number; no memory is passed.
             let rc = unsafe {
-                libc::syscall(libc::SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)
+                libc::syscall(
+                    libc::SYS_arch_prctl,
+                    ARCH_REQ_XCOMP_PERM,
+                    XFEATURE_XTILEDATA,
+                )
             };
             if rc != 0 {
                 let err = std::io::Error::last_os_error();
