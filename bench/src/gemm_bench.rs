@@ -12,9 +12,10 @@
 //! command line re-run with [`CHILD_ENV`] set); the parent collects the
 //! children's JSON records and prints them.
 //!
-//! Timing: each sample runs enough calls to last `sample_ms`, the best of
-//! `samples` counts (the least-disturbed run on a shared machine), and the
-//! three libraries are interleaved sample by sample so load affects all.
+//! Timing: each sample runs enough calls to last a few milliseconds (at
+//! least one call), the best of many samples counts (the least-disturbed
+//! window on a shared machine), and the three libraries are interleaved
+//! sample by sample so that load affects all of them alike.
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
