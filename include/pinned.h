@@ -293,6 +293,29 @@ pinned_status pinned_request_set_input(const pinned_partition *partition,
                                        const float *data,
                                        size_t len);
 
+// Points `*data` at the request's input buffer (`*len` floats) so the
+// host can write it in place, without a copy. The pointer stays valid
+// until the request is submitted or released; refused while in flight.
+// Outputs are written only on success.
+//
+// # Safety
+// `partition` NULL or live; `data` and `len` NULL or writable.
+pinned_status pinned_request_input_buffer(const pinned_partition *partition,
+                                          pinned_request request,
+                                          float **data,
+                                          size_t *len);
+
+// Points `*data` at the finished request's output (`*len` floats), to
+// read in place. Valid until the request is released or its input is
+// written again. `PINNED_WRONG_STATE` before it finished.
+//
+// # Safety
+// `partition` NULL or live; `data` and `len` NULL or writable.
+pinned_status pinned_request_output_buffer(const pinned_partition *partition,
+                                           pinned_request request,
+                                           const float **data,
+                                           size_t *len);
+
 // Submits the request. `blocking` false: `PINNED_RING_FULL` at once when
 // the ring has no room (the request stays held, its input intact).
 //
@@ -342,11 +365,17 @@ pinned_status pinned_request_release(const pinned_partition *partition, pinned_r
 
 // Fills `*out` with the defaults: all CPUs, local memory, park after 50 us,
 // one worker per CPU, no batching, 64 slots, pinned. `name` stays NULL.
+//
+// # Safety
+// `out` must be NULL or valid for one write of the struct.
 pinned_status pinned_partition_config_default(pinned_partition_config *out);
 
 // Creates a runtime for the live machine (its topology and this thread's
 // allowed CPUs) with no partitions. Free it with `pinned_runtime_free`.
 // `*out` is written only on success.
+//
+// # Safety
+// `out` must be NULL or valid for one pointer write.
 pinned_status pinned_runtime_new(pinned_runtime **out);
 
 // Creates a runtime and starts every partition a TOML or JSON text

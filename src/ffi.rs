@@ -20,8 +20,9 @@ pub use error::{pinned_last_error, pinned_status, set_last_error};
 pub use model::{pinned_model_config, pinned_model_kind, pinned_precision};
 pub use request::{
     pinned_partition_io_len, pinned_request, pinned_request_acquire, pinned_request_get_output,
-    pinned_request_poll, pinned_request_release, pinned_request_set_input, pinned_request_state,
-    pinned_request_submit, pinned_request_wait,
+    pinned_request_input_buffer, pinned_request_output_buffer, pinned_request_poll,
+    pinned_request_release, pinned_request_set_input, pinned_request_state, pinned_request_submit,
+    pinned_request_wait,
 };
 pub use runtime::{
     pinned_partition, pinned_partition_config, pinned_partition_config_default, pinned_runtime,

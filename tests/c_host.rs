@@ -108,7 +108,10 @@ fn c_host_serves_minilm_when_the_model_is_there() {
         .output()
         .unwrap();
     let stdout = check(&run, "c-host ok");
-    assert!(stdout.contains("partition minilm: 256 inputs, 384 outputs"), "{stdout}");
+    assert!(
+        stdout.contains("partition minilm: 256 inputs, 384 outputs"),
+        "{stdout}"
+    );
     assert!(stdout.contains("pinned telemetry: 20 requests"), "{stdout}");
 }
 

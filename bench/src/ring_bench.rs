@@ -48,7 +48,7 @@ pub enum RingBenchError {
     Panicked,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct RingBenchOptions {
     /// Fewer iterations (a few seconds in all).
     pub quick: bool,
@@ -56,16 +56,6 @@ pub struct RingBenchOptions {
     pub json: bool,
     /// `A,B`: host CPU and worker CPU; default the first two allowed.
     pub cpus: Option<String>,
-}
-
-impl Default for RingBenchOptions {
-    fn default() -> Self {
-        Self {
-            quick: false,
-            json: false,
-            cpus: None,
-        }
-    }
 }
 
 /// Round-trip figures of one variant, in nanoseconds.
@@ -261,8 +251,8 @@ pub fn queue_round_trips<Q: SlotQueue + 'static>(
         // Throughput: `window` requests in flight, each resubmitted as soon
         // as it completes.
         let t0 = now_ns();
-        for k in 0..done.len() {
-            sent[k] = sent[k].wrapping_add(1);
+        for (k, sent_k) in sent.iter_mut().enumerate() {
+            *sent_k = sent_k.wrapping_add(1);
             while !queue.push(k as u32) {
                 std::hint::spin_loop();
             }

@@ -41,7 +41,8 @@ fn unknown_and_missing_fields_are_refused() {
 
 #[test]
 fn inconsistent_records_fail_the_check() {
-    let cases: Vec<(&str, Box<dyn Fn(&mut serde_json::Value)>)> = vec![
+    type Damage = Box<dyn Fn(&mut serde_json::Value)>;
+    let cases: Vec<(&str, Damage)> = vec![
         (
             "percentiles",
             Box::new(|v| v["partitions"][0]["latency"]["p50_ns"] = u64::MAX.into()),

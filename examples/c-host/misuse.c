@@ -104,6 +104,31 @@ int main(void) {
     if (written != 4) { printf("FAIL written = %zu\n", written); failures++; }
     expect("release", pinned_request_release(partition, r), PINNED_OK);
     expect("double release", pinned_request_release(partition, r), PINNED_WRONG_STATE);
+    float *in_place = NULL;
+    size_t in_len = 0;
+    expect("input buffer of a released request", pinned_request_input_buffer(partition, r, &in_place, &in_len),
+           PINNED_WRONG_STATE);
+
+    /* Zero-copy: write the input and read the output in place; the same
+     * answer as the copying calls gave. */
+    pinned_request z;
+    expect("acquire for zero-copy", pinned_request_acquire(partition, 0, &z), PINNED_OK);
+    expect("input buffer", pinned_request_input_buffer(partition, z, &in_place, &in_len), PINNED_OK);
+    if (in_place == NULL || in_len != 8) { printf("FAIL input buffer %p %zu\n", (void *)in_place, in_len); failures++; }
+    else memcpy(in_place, input, sizeof input);
+    const float *out_place = NULL;
+    size_t out_len = 0;
+    expect("output buffer before submit", pinned_request_output_buffer(partition, z, &out_place, &out_len),
+           PINNED_WRONG_STATE);
+    expect("submit zero-copy", pinned_request_submit(partition, z, true), PINNED_OK);
+    expect("NULL len", pinned_request_output_buffer(partition, z, &out_place, NULL), PINNED_NULL_ARGUMENT);
+    expect("wait zero-copy", pinned_request_wait(partition, z, 5000000), PINNED_OK);
+    expect("output buffer", pinned_request_output_buffer(partition, z, &out_place, &out_len), PINNED_OK);
+    if (out_place == NULL || out_len != 4 || memcmp(out_place, output, sizeof output) != 0) {
+        printf("FAIL zero-copy output differs from the copied one\n");
+        failures++;
+    }
+    expect("release zero-copy", pinned_request_release(partition, z), PINNED_OK);
     expect("wait on a released request", pinned_request_wait(partition, r, 1000), PINNED_WRONG_STATE);
 
     /* No free slot: both held, a zero-timeout acquire says so at once. */

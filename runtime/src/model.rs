@@ -138,6 +138,12 @@ pub trait Model: Send + Sync {
         outputs: &mut [f32],
         scratch: &mut Scratch,
     ) -> Result<(), ModelError>;
+    /// Writes a valid synthetic request into `input` (`input_len` values),
+    /// for load generators that have no real data: every value 0.5 unless
+    /// the model's input has structure (token ids and a mask, say).
+    fn sample_input(&self, input: &mut [f32]) {
+        input.fill(0.5);
+    }
 }
 
 /// The default layer widths: 1024 -> 4096 -> 1024 -> 4096 -> 1024 with GELU

@@ -91,7 +91,7 @@ impl Spinner {
     pub(crate) fn spin(&mut self) -> bool {
         std::hint::spin_loop();
         self.count = self.count.wrapping_add(1);
-        if self.count % SPINS_PER_CLOCK_READ != 0 || self.end_ns == u64::MAX {
+        if !self.count.is_multiple_of(SPINS_PER_CLOCK_READ) || self.end_ns == u64::MAX {
             return true;
         }
         now_ns() < self.end_ns

@@ -138,7 +138,7 @@ impl Worker {
                 return last;
             }
             spins = spins.wrapping_add(1);
-            if spins % 4096 == 0 {
+            if spins.is_multiple_of(4096) {
                 self.maybe_refresh(now_ns());
             }
             if spinner.spin() {
@@ -230,6 +230,10 @@ impl Worker {
             Err(_) => Some(Failure::ModelPanic),
         };
         let end_ns = now_ns();
+        // Counted before publishing: a host that saw its result complete
+        // then finds it counted (the histogram below may trail by one batch).
+        let record = &shared.records[self.index];
+        record.served(n as u64, if failure.is_some() { n as u64 } else { 0 });
         for (k, &index) in self.taken[..n].iter().enumerate() {
             let meta = slots.meta(index);
             // Read before `complete`: after it the host may resubmit.
@@ -245,14 +249,11 @@ impl Worker {
         }
         // Recorded after publishing, to keep the lock off the latency.
         {
-            let record = &shared.records[self.index];
             let mut latencies = record.latencies.lock().unwrap_or_else(|p| p.into_inner());
             for &submit_ns in &self.submits[..n] {
                 WorkerRecord::record(&mut latencies, submit_ns, start_ns, end_ns);
             }
         }
-        let record = &shared.records[self.index];
-        record.served(n as u64, if failure.is_some() { n as u64 } else { 0 });
         self.maybe_refresh(end_ns);
     }
 

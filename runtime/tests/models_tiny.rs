@@ -317,3 +317,23 @@ fn bad_requests_are_refused_and_empty_ones_are_zero() {
         Err(ModelError::Scratch { .. })
     ));
 }
+
+#[test]
+fn the_sample_input_is_a_request_the_model_serves() {
+    let (_dir, model) = tiny(Dtype::F32, LoadOptions::default());
+    let mut input = vec![0.0f32; model.input_len()];
+    model.sample_input(&mut input);
+    let (ids, mask) = input.split_at(input.len() / 2);
+    // Whole token ids inside the vocabulary, a mask of ones then zeros.
+    assert!(ids
+        .iter()
+        .all(|&v| v >= 0.0 && v.fract() == 0.0 && v < 50.0));
+    let len = mask.iter().filter(|&&m| m == 1.0).count();
+    assert!(len >= 2 && mask[..len].iter().all(|&m| m == 1.0));
+    assert!(mask[len..].iter().all(|&m| m == 0.0));
+    let as_ids: Vec<u32> = ids[..len].iter().map(|&v| v as u32).collect();
+    let want = reference(&as_ids, &vec![1; len]);
+    let got = &model.embed_ids(&[(&as_ids, &vec![1; len])]).unwrap()[0];
+    let (cos, _) = compare(got, &want);
+    assert!(cos > 0.99999, "cosine {cos}");
+}

@@ -241,6 +241,71 @@ pub unsafe extern "C" fn pinned_request_set_input(
     })
 }
 
+/// Points `*data` at the request's input buffer (`*len` floats) so the
+/// host can write it in place, without a copy. The pointer stays valid
+/// until the request is submitted or released; refused while in flight.
+/// Outputs are written only on success.
+///
+/// # Safety
+/// `partition` NULL or live; `data` and `len` NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn pinned_request_input_buffer(
+    partition: *const pinned_partition,
+    request: pinned_request,
+    data: *mut *mut f32,
+    len: *mut usize,
+) -> pinned_status {
+    guard(|| {
+        check_out(data, "data")?;
+        check_out(len, "len")?;
+        // SAFETY: per the contract above.
+        let (ptr, n) = unsafe {
+            with_request(partition, request, |r| {
+                let input = r.input_mut()?;
+                Ok((input.as_mut_ptr(), input.len()))
+            })
+        }?;
+        // SAFETY: both checked non-NULL.
+        unsafe {
+            write_out(data, ptr);
+            write_out(len, n);
+        }
+        Ok(())
+    })
+}
+
+/// Points `*data` at the finished request's output (`*len` floats), to
+/// read in place. Valid until the request is released or its input is
+/// written again. `PINNED_WRONG_STATE` before it finished.
+///
+/// # Safety
+/// `partition` NULL or live; `data` and `len` NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn pinned_request_output_buffer(
+    partition: *const pinned_partition,
+    request: pinned_request,
+    data: *mut *const f32,
+    len: *mut usize,
+) -> pinned_status {
+    guard(|| {
+        check_out(data, "data")?;
+        check_out(len, "len")?;
+        // SAFETY: per the contract above.
+        let (ptr, n) = unsafe {
+            with_request(partition, request, |r| {
+                let output = r.output()?;
+                Ok((output.as_ptr(), output.len()))
+            })
+        }?;
+        // SAFETY: both checked non-NULL.
+        unsafe {
+            write_out(data, ptr);
+            write_out(len, n);
+        }
+        Ok(())
+    })
+}
+
 /// Submits the request. `blocking` false: `PINNED_RING_FULL` at once when
 /// the ring has no room (the request stays held, its input intact).
 ///

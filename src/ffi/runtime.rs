@@ -72,7 +72,9 @@ struct State {
     runtime: Option<Runtime>,
     /// Partitions added but with no model loaded yet.
     pending: BTreeMap<String, PartitionConfig>,
-    /// Started partitions; boxed so their addresses stay put.
+    /// Started partitions, boxed so the addresses handed to C stay put
+    /// when the vector grows.
+    #[allow(clippy::vec_box)]
     started: Vec<Box<pinned_partition>>,
 }
 
@@ -106,9 +108,7 @@ impl From<ConfigError> for FfiError {
     fn from(err: ConfigError) -> Self {
         let status = match &err {
             ConfigError::Runtime(e) => runtime_status(e),
-            ConfigError::Model { .. } | ConfigError::Load { .. } => {
-                pinned_status::PINNED_BAD_MODEL
-            }
+            ConfigError::Model { .. } | ConfigError::Load { .. } => pinned_status::PINNED_BAD_MODEL,
             _ => pinned_status::PINNED_INVALID_ARGUMENT,
         };
         FfiError::new(status, err.to_string())
@@ -153,8 +153,11 @@ impl pinned_runtime {
 
 /// Fills `*out` with the defaults: all CPUs, local memory, park after 50 us,
 /// one worker per CPU, no batching, 64 slots, pinned. `name` stays NULL.
+///
+/// # Safety
+/// `out` must be NULL or valid for one write of the struct.
 #[no_mangle]
-pub extern "C" fn pinned_partition_config_default(
+pub unsafe extern "C" fn pinned_partition_config_default(
     out: *mut pinned_partition_config,
 ) -> pinned_status {
     guard(|| {
@@ -180,8 +183,11 @@ pub extern "C" fn pinned_partition_config_default(
 /// Creates a runtime for the live machine (its topology and this thread's
 /// allowed CPUs) with no partitions. Free it with `pinned_runtime_free`.
 /// `*out` is written only on success.
+///
+/// # Safety
+/// `out` must be NULL or valid for one pointer write.
 #[no_mangle]
-pub extern "C" fn pinned_runtime_new(out: *mut *mut pinned_runtime) -> pinned_status {
+pub unsafe extern "C" fn pinned_runtime_new(out: *mut *mut pinned_runtime) -> pinned_status {
     guard(|| {
         check_out(out, "out")?;
         let runtime = Runtime::new(RuntimeConfig::default())?;

@@ -525,11 +525,10 @@ fn drive(
     let mut unissued = 0u64;
     // Warm-up requests still queued or in flight when the window opened.
     let mut carried_in: Option<u64> = None;
-    let input_value = 0.5f32;
     match load {
         Load::Closed => {
             let mut req = part.acquire(REQUEST_TIMEOUT).map_err(fail)?;
-            req.input_mut().map_err(fail)?.fill(input_value);
+            part.model().sample_input(req.input_mut().map_err(fail)?);
             while !control.stop.load(Ordering::Acquire) {
                 let sent = now_ns();
                 req.submit().map_err(fail)?;
@@ -578,7 +577,7 @@ fn drive(
                         Some(r) => r,
                         None => match part.try_acquire() {
                             Ok(mut r) => {
-                                r.input_mut().map_err(fail)?.fill(input_value);
+                                part.model().sample_input(r.input_mut().map_err(fail)?);
                                 r
                             }
                             Err(RequestError::NoFreeSlot) => break,

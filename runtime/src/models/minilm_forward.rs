@@ -337,6 +337,33 @@ impl Model for MiniLm {
         &self.name
     }
 
+    /// A sequence of `min(128, max_seq)` tokens: `[CLS]`, then word pieces
+    /// cycling through a fixed set of common BERT ids, then `[SEP]`; mask
+    /// all 1. Ids are taken modulo the vocabulary, so small test models
+    /// get valid ids too.
+    fn sample_input(&self, input: &mut [f32]) {
+        const CLS: usize = 101;
+        const SEP: usize = 102;
+        const WORDS: [usize; 8] = [1996, 3231, 2003, 1037, 6251, 2005, 7953, 1012];
+        let vocab = self.config.vocab_size.max(1);
+        let id = |token: usize| (token % vocab) as f32;
+        let s = self.options.max_seq;
+        let len = s.min(128);
+        if input.len() != 2 * s || len < 2 {
+            input.fill(0.0);
+            return;
+        }
+        let (ids, mask) = input.split_at_mut(s);
+        ids.fill(0.0);
+        mask.fill(0.0);
+        for (i, id_slot) in ids[..len].iter_mut().enumerate() {
+            *id_slot = id(WORDS[i % WORDS.len()]);
+        }
+        ids[0] = id(CLS);
+        ids[len - 1] = id(SEP);
+        mask[..len].fill(1.0);
+    }
+
     fn input_len(&self) -> usize {
         2 * self.options.max_seq
     }
