@@ -5,6 +5,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::OnceLock;
 
 /// `target/<profile>/`, found from this test binary's own path
 /// (`target/<profile>/deps/c_host-<hash>`).
@@ -29,15 +30,47 @@ fn link_flags() -> Vec<String> {
         .collect()
 }
 
+/// `libpinned.a`, built for this test's profile. `cargo test` links its
+/// tests against the rlib and does not emit the staticlib, so the test asks
+/// cargo for it (once per test binary; a no-op when it is up to date).
+fn static_lib() -> PathBuf {
+    static LIB: OnceLock<PathBuf> = OnceLock::new();
+    LIB.get_or_init(|| {
+        let dir = profile_dir();
+        let profile = match dir.file_name().and_then(|n| n.to_str()) {
+            Some("debug") | None => "dev".to_owned(),
+            Some(other) => other.to_owned(),
+        };
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+        let status = Command::new(&cargo)
+            .args([
+                "build",
+                "--quiet",
+                "-p",
+                "pinned",
+                "--lib",
+                "--profile",
+                &profile,
+            ])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .unwrap_or_else(|e| panic!("running {cargo} build: {e}"));
+        assert!(status.success(), "cargo build of the static library failed");
+        let lib = dir.join("libpinned.a");
+        assert!(
+            lib.exists(),
+            "{} is missing: the lib target must build crate-type staticlib",
+            lib.display()
+        );
+        lib
+    })
+    .clone()
+}
+
 /// Compiles `examples/c-host/<source>` into `<name>`; `extra` goes to the compiler.
 fn build(source: &str, name: &str, extra: &[&str]) -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let lib = profile_dir().join("libpinned.a");
-    assert!(
-        lib.exists(),
-        "{} is missing: the lib target must build crate-type staticlib",
-        lib.display()
-    );
+    let lib = static_lib();
     let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
     let cc = std::env::var("CC").unwrap_or_else(|_| "cc".to_owned());
     let status = Command::new(&cc)
