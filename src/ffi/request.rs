@@ -241,6 +241,18 @@ pub unsafe extern "C" fn pinned_request_set_input(
     })
 }
 
+/// Writes a buffer's address and length to the caller's out-pointers.
+///
+/// # Safety
+/// `data` and `len` must be non-NULL and valid for one write each.
+unsafe fn write_buffer<P>(data: *mut P, len: *mut usize, ptr: P, n: usize) {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        write_out(data, ptr);
+        write_out(len, n);
+    }
+}
+
 /// Points `*data` at the request's input buffer (`*len` floats) so the
 /// host can write it in place, without a copy. The pointer stays valid
 /// until the request is submitted or released; refused while in flight.
@@ -266,10 +278,7 @@ pub unsafe extern "C" fn pinned_request_input_buffer(
             })
         }?;
         // SAFETY: both checked non-NULL.
-        unsafe {
-            write_out(data, ptr);
-            write_out(len, n);
-        }
+        unsafe { write_buffer(data, len, ptr, n) };
         Ok(())
     })
 }
@@ -298,10 +307,7 @@ pub unsafe extern "C" fn pinned_request_output_buffer(
             })
         }?;
         // SAFETY: both checked non-NULL.
-        unsafe {
-            write_out(data, ptr);
-            write_out(len, n);
-        }
+        unsafe { write_buffer(data, len, ptr, n) };
         Ok(())
     })
 }
