@@ -1,6 +1,6 @@
 //! Runs one GEMM shape in a loop and prints GFLOP/s: a target for
 //! `perf record` when tuning (`cargo run --release -p pinned-kernels
-//! --example sgemm_loop -- M K N [iters] [plain|packed] [threads]`).
+//! --example sgemm_loop -- M K N [iters] [plain|packed] [threads] [evict MiB]`).
 
 use pinned_kernels::gemm::{self, BMatrix, Epilogue, MatMut, MatRef, PackedB, ThreadTeam};
 use pinned_kernels::Isa;
@@ -11,6 +11,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (m, k, n, iters) = (arg(0, 1024), arg(1, 1024), arg(2, 1024), arg(3, 20));
     let packed = args.get(4).map(String::as_str) != Some("plain");
     let threads = arg(5, 1);
+    // Optional: MiB of other data streamed between calls, so B starts cold.
+    let evict: Vec<f32> = vec![1.0; arg(6, 0) << 18];
     let isa = Isa::from_env()?;
     let a: Vec<f32> = (0..m * k).map(|i| (i % 13) as f32 * 0.1).collect();
     let b: Vec<f32> = (0..k * n).map(|i| (i % 7) as f32 * 0.1).collect();
@@ -26,6 +28,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         } else {
             BMatrix::Plain(MatRef::new(&b, k, n, n)?)
         };
+        std::hint::black_box(evict.iter().fold(0.0f32, |s, x| s.max(*x)));
         let start = std::time::Instant::now();
         let cpu0 = thread_cpu_seconds();
         gemm::sgemm_parallel(

@@ -155,31 +155,54 @@ fn sum(x: &[f32]) -> f32 {
     }
 }
 
-/// Read bandwidth (GB/s) of the team streaming a warm `floats`-long buffer,
-/// each thread its own contiguous share: the limit of a matrix-vector
-/// product whose weights are that size.
-pub fn read_bandwidth_gbps(team: &dyn Team, floats: usize, samples: usize) -> f64 {
-    let buf: Vec<f32> = (0..floats).map(|i| (i % 7) as f32).collect();
-    let threads = team.threads();
-    let sink = AtomicU32::new(0);
-    let pass = || {
+/// A buffer the team streams, each thread its own contiguous share: the
+/// limit of a matrix-vector product whose weights are that size. A benchmark
+/// can race [`ReadProbe::pass`] against the GEMMs, so that the probe's buffer
+/// is exactly as warm (or as cold) in L3 as each GEMM's weights.
+pub struct ReadProbe {
+    buf: Vec<f32>,
+    sink: AtomicU32,
+}
+
+impl ReadProbe {
+    pub fn new(floats: usize) -> Self {
+        Self {
+            buf: (0..floats).map(|i| (i % 7) as f32).collect(),
+            sink: AtomicU32::new(0),
+        }
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.buf.len() * 4
+    }
+
+    /// Reads the whole buffer once, split over the team.
+    pub fn pass(&self, team: &dyn Team) {
+        let (floats, threads) = (self.buf.len(), team.threads());
         team.run(&|t| {
             let lo = t * floats / threads;
             let hi = (t + 1) * floats / threads;
-            sink.fetch_add(sum(&buf[lo..hi]).to_bits(), Ordering::Relaxed);
-        })
-    };
-    pass();
+            self.sink
+                .fetch_add(sum(&self.buf[lo..hi]).to_bits(), Ordering::Relaxed);
+        });
+        black_box(self.sink.load(Ordering::Relaxed));
+    }
+}
+
+/// Read bandwidth (GB/s) of the team streaming a warm `floats`-long buffer
+/// over and over (best of `samples`).
+pub fn read_bandwidth_gbps(team: &dyn Team, floats: usize, samples: usize) -> f64 {
+    let probe = ReadProbe::new(floats);
+    probe.pass(team);
     let mut best = f64::INFINITY;
     for _ in 0..samples.max(10) {
         let start = Instant::now();
         let mut passes = 0u32;
         while passes < 2 || start.elapsed().as_secs_f64() < 0.002 {
-            pass();
+            probe.pass(team);
             passes += 1;
         }
         best = best.min(start.elapsed().as_secs_f64() / passes as f64);
     }
-    black_box(sink.load(Ordering::Relaxed));
-    (floats * 4) as f64 / best / 1e9
+    probe.bytes() as f64 / best / 1e9
 }

@@ -1,17 +1,21 @@
-//! Block sizes (MC, KC, NC) per ISA, derived from the detected caches.
+//! Block sizes (MC, KC, NB, NC) per ISA, derived from the detected caches.
 //!
 //! The driver's loops keep, from the inside out: the MR x NR tile of C in
-//! registers for KC steps; the KC x NR micro-panel of B streaming from L2
-//! (the kernel prefetches it a few steps ahead); the MC x KC block of A in
-//! L2; the KC x NC block of B in L3.
+//! registers for KC steps; the MR x KC micro-panel of A, reused by every
+//! tile of a row of the NB-wide slice; the KC x NB slice of B in L2, which
+//! every A micro-panel of the MC block passes over (the kernel prefetches
+//! its micro-panels a few steps ahead); the MC x KC block of A, packed
+//! once per K slice; the KC x NC block of B in L3.
 //!
 //! KC is large on purpose. Every KC block costs one pass of loads and
 //! stores over the C tile, and C's rows are `ldc` apart, often a multiple
-//! of 4 KiB, so they collide in one L1 set: on Sapphire Rapids (48 KiB L1d,
-//! 2 MiB L2) 1024^3 ran at 62% of the FMA peak with an L1-sized KC = 224 and
-//! at 73% with KC = 1024 (measured with `examples/sgemm_loop`). So
-//! `KC * NR * 4 = L2 / 16` (clamped to 64..=1024), `MC * KC * 4 = L2 / 2`,
-//! `KC * NC * 4 <= L3 / 4` (a share: L3 is shared).
+//! of 4 KiB, so they collide in one L1 set. On Sapphire Rapids (48 KiB L1d,
+//! 2 MiB L2), with `examples/sgemm_loop`, KC = 1024 beat an L1-sized
+//! KC = 432 by 5-10% on 1024^3, 256 x 1024^2 and 256 x 1536 x 384, and
+//! KC = 2048 by 2-8% on shapes with K = 4096. So `KC * NR * 4 = L2 / 16`
+//! (clamped to 64..=1024), `KC * NB * 4 = L2 / 2` (NB = 128 and 512 were no
+//! better than 256 there), `MC * KC * 4 = L2 / 2`, and `KC * NC * 4 <= L3 / 4`
+//! (a share: L3 is shared).
 
 use crate::cpu::{cache_sizes, CacheSizes};
 use crate::isa::Isa;
@@ -26,6 +30,9 @@ pub struct Blocking {
     pub nr: usize,
     pub mc: usize,
     pub kc: usize,
+    /// Columns of the KC x NB slice of B kept in L2 while the A micro-panels
+    /// of a row block pass over it (`NR | NB`, `NB <= NC`).
+    pub nb: usize,
     pub nc: usize,
 }
 
@@ -66,7 +73,15 @@ impl Blocking {
         let mc = mc.max(mr);
         let nc = (l3 / 4 / (kc * 4)).min(NC_MAX) / nr * nr;
         let nc = nc.max(nr);
-        Self { mr, nr, mc, kc, nc }
+        let nb = (l2 / 2 / (kc * 4) / nr * nr).clamp(nr, nc);
+        Self {
+            mr,
+            nr,
+            mc,
+            kc,
+            nb,
+            nc,
+        }
     }
 
     /// The blocks a call of this shape uses. When all of M fits one
@@ -88,6 +103,7 @@ impl Blocking {
         let mc = (b.mc * b.kc / kc).min(MC_MAX).max(b.mr) / b.mr * b.mr;
         let blocks = m.div_ceil(mc);
         b.mc = m.div_ceil(blocks).next_multiple_of(b.mr);
+        b.nb = ((b.nb * b.kc / kc).min(b.nc) / b.nr * b.nr).max(b.nr);
         b.kc = kc;
         b
     }

@@ -11,6 +11,7 @@
 //! (`kernel_avx512.rs`, `kernel_avx2.rs`, `kernel_scalar.rs`).
 
 use super::epilogue::RawEpilogue;
+use super::pack::{pack_a, pack_b, Strided};
 use crate::simd::Simd;
 
 /// One tile's operands.
@@ -50,6 +51,26 @@ pub(crate) trait MicroKernel: Copy + Send + Sync {
     /// # Safety
     /// `t` satisfies the [`Tile`] invariants for this kernel's `MR`/`NR`.
     unsafe fn run(self, t: &Tile, p: &TileParams);
+
+    /// Packs `rows x kc` of A into this kernel's row-tile panels (the
+    /// layout of [`pack_a`]); an ISA may do it faster.
+    ///
+    /// # Safety
+    /// As [`pack_a`] with `mr = MR`.
+    unsafe fn pack_a(self, a: Strided, rows: usize, kc: usize, dst: *mut f32) {
+        // SAFETY: the caller's contract is `pack_a`'s.
+        unsafe { pack_a(a, rows, kc, Self::MR, dst) }
+    }
+
+    /// Packs `kc x cols` of B into this kernel's panels (the layout of
+    /// [`pack_b`]); an ISA may do it faster.
+    ///
+    /// # Safety
+    /// As [`pack_b`] with `nr = NR`.
+    unsafe fn pack_b(self, b: Strided, kc: usize, cols: usize, dst: *mut f32, panel_stride: usize) {
+        // SAFETY: the caller's contract is `pack_b`'s.
+        unsafe { pack_b(b, kc, cols, Self::NR, dst, panel_stride, 0) }
+    }
 }
 
 /// K steps before the end at which the C tile is prefetched into L1:

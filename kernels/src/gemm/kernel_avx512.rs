@@ -6,6 +6,8 @@
 //! the two load ports while the two FMA ports stay busy.
 
 use super::kernel::{dispatch_rows, MicroKernel, Tile, TileParams};
+use super::pack::Strided;
+use super::pack_avx512::{pack_a_avx512, pack_b_avx512};
 use crate::isa::Avx512;
 
 impl MicroKernel for Avx512 {
@@ -16,6 +18,16 @@ impl MicroKernel for Avx512 {
     unsafe fn run(self, t: &Tile, p: &TileParams) {
         // SAFETY: the token proves AVX-512; the tile contract is the caller's.
         unsafe { kernel_avx512(self, t, p) }
+    }
+
+    unsafe fn pack_a(self, a: Strided, rows: usize, kc: usize, dst: *mut f32) {
+        // SAFETY: the token proves AVX-512; the contract is `pack_a`'s.
+        unsafe { pack_a_avx512(self, a, rows, kc, Self::MR, dst) }
+    }
+
+    unsafe fn pack_b(self, b: Strided, kc: usize, cols: usize, dst: *mut f32, panel_stride: usize) {
+        // SAFETY: the token proves AVX-512; the contract is `pack_b`'s.
+        unsafe { pack_b_avx512(self, b, kc, cols, Self::NR, dst, panel_stride) }
     }
 }
 

@@ -56,6 +56,7 @@ mod kernel_avx2;
 mod kernel_avx512;
 mod kernel_scalar;
 mod pack;
+mod pack_avx512;
 mod packed_b;
 mod parallel;
 
@@ -67,7 +68,7 @@ pub use parallel::{gemm_scratch_bytes_parallel, sgemm_parallel, SingleThread, Te
 use crate::isa::{Avx2, Avx512, Isa, IsaError, Scalar};
 pub(crate) use epilogue::RawEpilogue;
 use kernel::{MicroKernel, Tile, TileParams};
-use pack::{pack_a, pack_b, row_tiles, Strided};
+use pack::{row_tiles, Strided};
 
 /// Why a GEMM call was refused. Nothing is written to C on error.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -437,7 +438,7 @@ pub(crate) unsafe fn run_on_isa(isa: Isa, p: &Problem, blk: &Blocking, scratch: 
     }
 }
 
-/// The five BLIS loops around one microkernel.
+/// The BLIS loops around one microkernel (plus one: see `Blocking::nb`).
 ///
 /// # Safety
 /// `p` satisfies the [`Problem`] invariants with `m, n > 0`; `blk` is
@@ -457,10 +458,10 @@ pub(crate) unsafe fn run_blocked<K: MicroKernel>(
     let kc_max = blk.kc.min(p.k.max(1));
     let k_blocks = p.k.div_ceil(kc_max).max(1);
 
-    // Loop 5 (jc, step NC): a column block of B and C; B's KC x NC block sits in L3.
+    // Loop 6 (jc, step NC): a column block of B and C.
     for jc in (0..p.n).step_by(blk.nc) {
         let ncb = blk.nc.min(p.n - jc);
-        // Loop 4 (pc, step KC): a K slice, so each KC x NR B micro-panel fits L1.
+        // Loop 5 (pc, step KC): a K slice, so an MR x KC A micro-panel fits L1.
         for kb in 0..k_blocks {
             let pc = kb * kc_max;
             let kcb = kc_max.min(p.k - pc);
@@ -472,7 +473,7 @@ pub(crate) unsafe fn run_blocked<K: MicroKernel>(
                 BSource::Plain(b) => {
                     // SAFETY: B is readable over k x n (Problem invariant),
                     // and b_buf holds kc x round_up(nc, NR) floats.
-                    unsafe { pack_b(b.at(pc, jc), kcb, ncb, nr, b_buf, kcb * nr, 0) };
+                    unsafe { kern.pack_b(b.at(pc, jc), kcb, ncb, b_buf, kcb * nr) };
                     (b_buf.cast_const(), kcb * nr)
                 }
             };
@@ -484,38 +485,43 @@ pub(crate) unsafe fn run_blocked<K: MicroKernel>(
                 load_c: !first || p.beta != 0.0,
                 epilogue: None,
             };
-            // Loop 3 (ic, step MC): a row block of A, packed once into L2.
+            // Loop 4 (ic, step MC): a row block of A, packed once.
             for ic in (0..p.m).step_by(blk.mc) {
                 let mcb = blk.mc.min(p.m - ic);
                 // SAFETY: A is readable over m x k; a_buf holds mc x kc floats.
-                unsafe { pack_a(p.a.at(ic, pc), mcb, kcb, mr, a_buf) };
-                // Loop 2 (jr, step NR): one B micro-panel, reused from L1 by loop 1.
-                for (q, jr) in (0..ncb).step_by(nr).enumerate() {
-                    let cols = nr.min(ncb - jr);
-                    let b_panel = b_ptr.wrapping_add(q * b_stride);
+                unsafe { kern.pack_a(p.a.at(ic, pc), mcb, kcb, a_buf) };
+                // Loop 3 (jn, step NB): a KC x NB slice of B that stays in L2
+                // while every A micro-panel of the block passes over it.
+                for jn in (0..ncb).step_by(blk.nb) {
+                    let nbb = blk.nb.min(ncb - jn);
                     let mut a_panel = a_buf.cast_const();
-                    // Loop 1 (ir, step <= MR): one A micro-panel streamed from
-                    // L2; the microkernel holds the C tile in registers.
+                    // Loop 2 (ir, step <= MR): one A micro-panel, loaded into
+                    // L1 by its first tile and reused by the rest of the row.
                     for (ir, rows) in row_tiles(mcb, mr) {
-                        let (i, j) = (ic + ir, jc + jr);
-                        params.epilogue = if last {
-                            p.epilogue.map(|e| e.offset(i, j))
-                        } else {
-                            None
-                        };
-                        let tile = Tile {
-                            rows,
-                            cols,
-                            kc: kcb,
-                            a: a_panel,
-                            b: b_panel,
-                            c: p.c.wrapping_add(i * p.ldc + j),
-                            ldc: p.ldc,
-                        };
-                        // SAFETY: the tile lies inside C (i + rows <= m,
-                        // j + cols <= n), its A panel holds rows x kcb packed
-                        // floats, its B panel kcb x NR; Tile invariants hold.
-                        unsafe { kern.run(&tile, &params) };
+                        // Loop 1 (jr, step NR): B micro-panels streaming from
+                        // L2; the microkernel holds the C tile in registers.
+                        for jr in (jn..jn + nbb).step_by(nr) {
+                            let (i, j) = (ic + ir, jc + jr);
+                            params.epilogue = if last {
+                                p.epilogue.map(|e| e.offset(i, j))
+                            } else {
+                                None
+                            };
+                            let tile = Tile {
+                                rows,
+                                cols: nr.min(ncb - jr),
+                                kc: kcb,
+                                a: a_panel,
+                                b: b_ptr.wrapping_add(jr / nr * b_stride),
+                                c: p.c.wrapping_add(i * p.ldc + j),
+                                ldc: p.ldc,
+                            };
+                            // SAFETY: the tile lies inside C (i + rows <= m,
+                            // j + cols <= n), its A panel holds rows x kcb
+                            // packed floats, its B panel kcb x NR; Tile
+                            // invariants hold.
+                            unsafe { kern.run(&tile, &params) };
+                        }
                         a_panel = a_panel.wrapping_add(rows * kcb);
                     }
                 }
@@ -539,7 +545,8 @@ mod tests {
                 nr,
                 mc: 2 * mr,
                 kc: 16,
-                nc: 2 * nr,
+                nb: 2 * nr,
+                nc: 4 * nr,
             };
             let (m, n, k) = (5 * mr + 3, 5 * nr + 5, 50);
             let a: Vec<f32> = (0..m * k).map(|i| ((i * 7) % 11) as f32 - 5.0).collect();
