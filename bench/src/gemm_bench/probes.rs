@@ -91,22 +91,57 @@ fn fma_probe() -> (f64, fn(f32) -> f32) {
     }
 }
 
+/// One round of the FMA probe on every thread of a team: a benchmark can
+/// race [`FmaProbe::pass`] against its GEMMs, so that the peak is measured
+/// in the same windows (and under the same disturbance) as they are.
+pub struct FmaProbe {
+    flop: f64,
+    probe: fn(f32) -> f32,
+    sink: AtomicU32,
+}
+
+impl Default for FmaProbe {
+    fn default() -> Self {
+        let (flop, probe) = fma_probe();
+        Self {
+            flop,
+            probe,
+            sink: AtomicU32::new(0),
+        }
+    }
+}
+
+impl FmaProbe {
+    /// Flops of one pass on one thread.
+    pub fn flop_per_thread(&self) -> f64 {
+        self.flop
+    }
+
+    pub fn pass(&self, team: &dyn Team) {
+        team.run(&|t| {
+            let r = (self.probe)(1e-7 * (t + 1) as f32);
+            self.sink.fetch_add(r.to_bits(), Ordering::Relaxed);
+        });
+        black_box(self.sink.load(Ordering::Relaxed));
+    }
+
+    /// GFLOP/s of the whole team for a pass that took `seconds`.
+    pub fn gflops(&self, team: &dyn Team, seconds: f64) -> f64 {
+        self.flop * team.threads() as f64 / seconds / 1e9
+    }
+}
+
 /// The fp32 FMA peak of the team's threads together, GFLOP/s (best of
 /// `reps` rounds, each thread running one probe call).
 pub fn fma_peak_gflops(team: &dyn Team, reps: usize) -> f64 {
-    let (flop, probe) = fma_probe();
-    let sink = AtomicU32::new(0);
+    let probe = FmaProbe::default();
     let mut best = f64::INFINITY;
-    for rep in 0..reps.max(3) {
+    for _ in 0..reps.max(3) {
         let start = Instant::now();
-        team.run(&|t| {
-            let r = probe(1e-7 * (rep + t) as f32);
-            sink.fetch_add(r.to_bits(), Ordering::Relaxed);
-        });
+        probe.pass(team);
         best = best.min(start.elapsed().as_secs_f64());
     }
-    black_box(sink.load(Ordering::Relaxed));
-    flop * team.threads() as f64 / best / 1e9
+    probe.gflops(team, best)
 }
 
 /// How far ahead the bandwidth probe prefetches (4 KiB).

@@ -89,19 +89,22 @@ impl Blocking {
     /// blocked: the tile stays in registers for all of K and each B panel
     /// streams once, front to back (the matrix-vector path).
     ///
-    /// Otherwise KC shrinks to K when K is short, and MC grows to keep the
-    /// A block's L2 share (`MC * KC` constant), then evens out so that M
-    /// splits into equal blocks (300 rows with MC = 252 become 2 x 154, not
-    /// 252 + 48).
+    /// Otherwise K splits into equal KC blocks (1536 becomes 2 x 768, not
+    /// 1024 + 512: a short block pays a whole pass over C for little work),
+    /// and MC grows to keep the A block's L2 share (`MC * KC` constant),
+    /// then evens out so that M splits into equal blocks (300 rows with
+    /// MC = 252 become 2 x 154, not 252 + 48). A block may stretch by a
+    /// quarter rather than split: 256 rows stay one block, not 140 + 116.
     pub fn for_shape(isa: Isa, m: usize, k: usize) -> Self {
         let mut b = Self::for_isa(isa);
         if m <= b.mr {
             b.kc = k.max(1);
             return b;
         }
-        let kc = b.kc.min(k.max(1)).next_multiple_of(8);
+        let k_blocks = k.max(1).div_ceil(b.kc);
+        let kc = k.max(1).div_ceil(k_blocks).next_multiple_of(8);
         let mc = (b.mc * b.kc / kc).min(MC_MAX).max(b.mr) / b.mr * b.mr;
-        let blocks = m.div_ceil(mc);
+        let blocks = m.div_ceil(mc + mc / 4);
         b.mc = m.div_ceil(blocks).next_multiple_of(b.mr);
         b.nb = ((b.nb * b.kc / kc).min(b.nc) / b.nr * b.nr).max(b.nr);
         b.kc = kc;
