@@ -30,6 +30,12 @@ pub(crate) struct Tile {
     pub b: *const f32,
     pub c: *mut f32,
     pub ldc: usize,
+    /// Where this tile's share of the next slice of B starts: the kernel
+    /// prefetches it into L2 while it computes, `l2_step` floats a k step
+    /// (0: the same line over and over, for a tile with no share). A
+    /// prefetch never faults, so this may point anywhere.
+    pub l2_next: *const f32,
+    pub l2_step: usize,
 }
 
 /// How the product meets C: `C = alpha * AB + beta * C` when `load_c`,
@@ -102,11 +108,14 @@ pub(crate) unsafe fn tile_body<S: Simd, const R: usize, const NV: usize>(
     // into L1 only for the last `C_PREFETCH_TAIL` steps, where they survive.
     prefetch_c::<S, R, NV>(s, t, false);
     let (mut a, mut b) = (t.a, t.b);
+    let mut next = t.l2_next;
     let head = t.kc.saturating_sub(C_PREFETCH_TAIL);
     for step in 0..t.kc {
         if step == head {
             prefetch_c::<S, R, NV>(s, t, true);
         }
+        s.prefetch_l2(next);
+        next = next.wrapping_add(t.l2_step);
         // SAFETY: `kc` steps in all, inside the packed panels (invariants).
         acc = unsafe { k_step(s, acc, &mut a, &mut b) };
     }
