@@ -111,6 +111,17 @@ impl Blocking {
         b
     }
 
+    /// Whether a `k x n` B is big enough to come from memory: then each
+    /// slice's tiles prefetch the next slice into L2, ahead of its first
+    /// reader (+12-16% at M = 16..64, K = N = 4096 with a cold B; +25-34%
+    /// warm). Below `4 x L2` (1536 x 384, 1024^2) B is found in L2 or L3
+    /// anyway, and the prefetches only hold fill buffers the loads need
+    /// (-7% at M = 64, -30% at M = 16).
+    pub(crate) fn prefetch_next_slice(k: usize, n: usize) -> bool {
+        let l2 = cache_sizes().l2.unwrap_or(L2_DEFAULT);
+        k.saturating_mul(n).saturating_mul(4) > 4 * l2
+    }
+
     /// Floats of packed A and packed B a call of this shape needs.
     pub(crate) fn scratch_floats(&self, m: usize, n: usize, k: usize) -> (usize, usize) {
         let kc = self.kc.min(k.max(1));

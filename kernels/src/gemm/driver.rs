@@ -48,6 +48,8 @@ pub(crate) unsafe fn run_blocked<K: MicroKernel>(
     let b_buf = scratch.wrapping_add(a_floats.next_multiple_of(16));
     let kc_max = blk.kc.min(p.k.max(1));
     let k_blocks = p.k.div_ceil(kc_max).max(1);
+    // One row tile streams B once anyway (M <= MR).
+    let prefetch = p.m > mr && Blocking::prefetch_next_slice(p.k, p.n);
 
     // Loop 6 (jc, step NC): a column block of B and C.
     for jc in (0..p.n).step_by(blk.nc) {
@@ -90,7 +92,7 @@ pub(crate) unsafe fn run_blocked<K: MicroKernel>(
                     // slice's tiles: the next NB columns, else (from the
                     // start) the next row block's or the next K slice's
                     // first. Its first reader would otherwise wait on memory
-                    // at every step; one row tile streams anyway (M <= MR).
+                    // at every step (see `Blocking::prefetch_next_slice`).
                     let at = SlicePos {
                         jc,
                         ncb,
@@ -101,7 +103,7 @@ pub(crate) unsafe fn run_blocked<K: MicroKernel>(
                     };
                     let next = NextSlice::after(p, blk, &at, b_ptr, b_stride);
                     let share = next
-                        .filter(|_| p.m > mr)
+                        .filter(|_| prefetch)
                         .map(|(_, kc_next)| (kc_next * nr).div_ceil(row_tile_count));
                     let mut a_panel = a_buf.cast_const();
                     // Loop 2 (ir, step <= MR): one A micro-panel, loaded into
