@@ -126,6 +126,9 @@ pub(crate) unsafe fn run_blocked<K: MicroKernel>(
                                 }
                                 _ => (b_panel, 0),
                             };
+                            // The next tile: this row's next panel, else
+                            // the next row's first.
+                            let jr_next = if jr + nr < jn + nbb { jr + nr } else { jn };
                             let tile = Tile {
                                 rows,
                                 cols: nr.min(ncb - jr),
@@ -136,6 +139,7 @@ pub(crate) unsafe fn run_blocked<K: MicroKernel>(
                                 ldc: p.ldc,
                                 l2_next,
                                 l2_step,
+                                b_next: b_ptr.wrapping_add(jr_next / nr * b_stride),
                             };
                             // SAFETY: the tile lies inside C (i + rows <= m,
                             // j + cols <= n), its A panel holds rows x kcb

@@ -36,6 +36,10 @@ pub(crate) struct Tile {
     /// prefetch never faults, so this may point anywhere.
     pub l2_next: *const f32,
     pub l2_step: usize,
+    /// The B micro-panel of the tile that runs next: the last steps
+    /// prefetch its start, where a look-ahead into this panel would run off
+    /// its end. Never dereferenced, so it may point anywhere.
+    pub b_next: *const f32,
 }
 
 /// How the product meets C: `C = alpha * AB + beta * C` when `load_c`,
@@ -79,14 +83,12 @@ pub(crate) trait MicroKernel: Copy + Send + Sync {
     }
 }
 
-/// K steps before the end at which the C tile is prefetched into L1:
-/// about 400 cycles at 14 cycles a step, several L2 latencies.
-const C_PREFETCH_TAIL: usize = 32;
-
 /// How many k steps ahead the B and A panels are prefetched: a 14-row
-/// tile spends ~14 cycles a step, a 1-row tile ~1, so B's distance grows
+/// tile spends ~14 cycles a step, a 1-row tile ~4, so B's distance grows
 /// as `B_PREFETCH_STEPS + B_PREFETCH_EXTRA / R` (a few KiB for the
-/// matrix-vector case, enough to cover an L3 miss).
+/// matrix-vector case, enough to cover an L3 miss). The same last steps
+/// prefetch the next tile's B panel and this tile's C into L1 (a few
+/// hundred cycles ahead, several L2 latencies).
 const B_PREFETCH_STEPS: usize = 16;
 const B_PREFETCH_EXTRA: usize = 64;
 const A_PREFETCH_STEPS: usize = 16;
@@ -105,19 +107,29 @@ pub(crate) unsafe fn tile_body<S: Simd, const R: usize, const NV: usize>(
     let mut acc = [[s.splat(0.0); NV]; R];
     // C is touched only at the end. Its rows are `ldc` apart, often a
     // multiple of 4 KiB, so they share one L1 set: pull them into L2 now and
-    // into L1 only for the last `C_PREFETCH_TAIL` steps, where they survive.
+    // into L1 only for the last few steps, where they survive.
     prefetch_c::<S, R, NV>(s, t, false);
     let (mut a, mut b) = (t.a, t.b);
     let mut next = t.l2_next;
-    let head = t.kc.saturating_sub(C_PREFETCH_TAIL);
-    for step in 0..t.kc {
-        if step == head {
-            prefetch_c::<S, R, NV>(s, t, true);
-        }
+    let ahead_steps = B_PREFETCH_STEPS + B_PREFETCH_EXTRA / R;
+    let tail = ahead_steps.min(t.kc);
+    let panel = NV * S::LANES;
+    let mut pf_b = b.wrapping_add(ahead_steps * panel);
+    for _ in 0..t.kc - tail {
         s.prefetch_l2(next);
         next = next.wrapping_add(t.l2_step);
         // SAFETY: `kc` steps in all, inside the packed panels (invariants).
-        acc = unsafe { k_step(s, acc, &mut a, &mut b) };
+        acc = unsafe { k_step(s, acc, &mut a, &mut b, pf_b) };
+        pf_b = pf_b.wrapping_add(panel);
+    }
+    prefetch_c::<S, R, NV>(s, t, true);
+    pf_b = t.b_next;
+    for _ in 0..tail {
+        s.prefetch_l2(next);
+        next = next.wrapping_add(t.l2_step);
+        // SAFETY: as above.
+        acc = unsafe { k_step(s, acc, &mut a, &mut b, pf_b) };
+        pf_b = pf_b.wrapping_add(panel);
     }
     // A wall between the hot loop and the store phase: LLVM must keep the
     // loop's accumulators in registers (one spill per tile here instead of
@@ -213,7 +225,7 @@ fn prefetch_c<S: Simd, const R: usize, const NV: usize>(s: S, t: &Tile, l1: bool
 }
 
 /// One rank-1 update of the tile: `acc += a[0..R] (x) b[0..NR]`, then
-/// advances both panels by one k step.
+/// advances both panels by one k step; prefetches one step of B at `pf_b`.
 ///
 /// # Safety
 /// `*a` must be readable for `R` floats and `*b` for `NV * LANES`.
@@ -223,14 +235,12 @@ unsafe fn k_step<S: Simd, const R: usize, const NV: usize>(
     mut acc: [[S::V; NV]; R],
     a: &mut *const f32,
     b: &mut *const f32,
+    pf_b: *const f32,
 ) -> [[S::V; NV]; R] {
     // SAFETY: the caller's contract.
     unsafe {
-        // B streams from L2 when KC * NR floats exceed L1: fetch ahead.
-        // Short tiles take fewer cycles per step, so look further ahead.
-        let ahead = (B_PREFETCH_STEPS + B_PREFETCH_EXTRA / R) * NV * S::LANES;
         for v in 0..NV {
-            s.prefetch(b.wrapping_add(ahead + v * S::LANES));
+            s.prefetch(pf_b.wrapping_add(v * S::LANES));
         }
         s.prefetch(a.wrapping_add(A_PREFETCH_STEPS * R));
         let bv: [S::V; NV] = core::array::from_fn(|v| s.load(b.add(v * S::LANES)));
