@@ -95,20 +95,35 @@ impl Grid {
     /// chunks (whole row tiles / NR panels) that threads claim one at a
     /// time: a thread that is late (descheduled on a busy machine) leaves
     /// its chunks to the others instead of stalling the call.
-    fn chunked(self, m: usize, n: usize, blk: &Blocking) -> Self {
+    ///
+    /// Each chunk is a GEMM of its own, so cutting along N packs the A rows
+    /// again per chunk, and cutting along M reads (or, plain, packs) the B
+    /// columns again. Packing is pure overhead, while re-reading a packed
+    /// B overlaps the FMAs unless it comes from memory: so a pre-packed B
+    /// is cut along M unless the block outgrows the caches, and a plain B
+    /// along the side whose other operand is smaller to pack again.
+    fn chunked(self, m: usize, n: usize, k: usize, blk: &Blocking, packed_b: bool) -> Self {
         let row_tiles = m.div_ceil(blk.mr).max(1);
         let panels = n.div_ceil(blk.nr).max(1);
-        Grid {
-            tm: if self.tm > 1 {
-                (self.tm * CHUNKS_PER_THREAD).min(row_tiles)
-            } else {
-                1
-            },
-            tn: if self.tn > 1 {
-                (self.tn * CHUNKS_PER_THREAD).min(panels)
-            } else {
-                1
-            },
+        let (rows, cols) = (m.div_ceil(self.tm), n.div_ceil(self.tn));
+        let along_m = if packed_b {
+            !Blocking::prefetch_next_slice(k, cols)
+        } else {
+            cols <= rows
+        };
+        let m_chunks = (self.tm * CHUNKS_PER_THREAD).min(row_tiles);
+        let n_chunks = (self.tn * CHUNKS_PER_THREAD).min(panels);
+        // Fall back to the other side when this one has too few units.
+        if (along_m && m_chunks > self.tm) || n_chunks <= self.tn {
+            Grid {
+                tm: m_chunks.max(self.tm),
+                tn: self.tn,
+            }
+        } else {
+            Grid {
+                tm: self.tm,
+                tn: n_chunks,
+            }
         }
     }
 
@@ -159,7 +174,7 @@ fn per_thread_floats(
     packed_b: bool,
 ) -> usize {
     let whole = Blocking::for_shape(isa, m, k);
-    let grid = Grid::choose(m, n, k, threads, &whole, packed_b).chunked(m, n, &whole);
+    let grid = Grid::choose(m, n, k, threads, &whole, packed_b).chunked(m, n, k, &whole, packed_b);
     (0..grid.blocks())
         .map(|t| {
             let (_, _, rows, cols) = grid.block(t, m, n, whole.mr, whole.nr);
@@ -195,7 +210,7 @@ pub fn sgemm_parallel(
     let share = per_thread_floats(m, n, k, isa, threads, packed_b);
     let base = aligned_scratch(scratch, share * threads)?;
     let whole = Blocking::for_shape(isa, m, k);
-    let grid = Grid::choose(m, n, k, threads, &whole, packed_b).chunked(m, n, &whole);
+    let grid = Grid::choose(m, n, k, threads, &whole, packed_b).chunked(m, n, k, &whole, packed_b);
     let base = SendPtr(base);
     let next = AtomicUsize::new(0);
     let job = |t: usize| {
@@ -437,6 +452,31 @@ mod tests {
             Grid::choose(1000, 4, 64, 2, &blk, true),
             Grid { tm: 2, tn: 1 }
         );
+    }
+
+    #[test]
+    fn chunks_cut_the_side_that_costs_no_packing() {
+        let blk = Blocking::for_shape(Isa::Scalar, 256, 256);
+        let (mr, nr) = (blk.mr, blk.nr);
+        let two_n = Grid { tm: 1, tn: 2 };
+        // Pre-packed B that stays in cache (192 KiB a block, below 4 x
+        // any L2): cut M, A is packed once.
+        let g = two_n.chunked(256, 384, 256, &blk, true);
+        assert_eq!(g.tn, 2, "{g:?}");
+        assert!(g.tm > 1, "{g:?}");
+        // A pre-packed B from memory (32 MiB a block): cut N, so B
+        // streams once.
+        let g = two_n.chunked(64, 4096, 4096, &blk, true);
+        assert_eq!(g.tm, 1, "{g:?}");
+        assert!(g.tn > 2, "{g:?}");
+        // One row tile: nothing to cut along M.
+        let g = two_n.chunked(mr, 4096, 64, &blk, true);
+        assert_eq!(g.tm, 1, "{g:?}");
+        // Plain B: repack the smaller of the two blocks.
+        let g = two_n.chunked(4096, 2 * nr * 8, 256, &blk, false);
+        assert!(g.tm > 1 && g.tn == 2, "{g:?}");
+        let g = Grid { tm: 2, tn: 1 }.chunked(2 * mr * 8, 4096, 256, &blk, false);
+        assert!(g.tn > 1 && g.tm == 2, "{g:?}");
     }
 
     #[test]
