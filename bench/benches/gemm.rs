@@ -6,7 +6,7 @@
 //! criterion's "Kelem/s" column reads as kFLOP/s.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use pinned_bench::gemm_bench::probes;
+use pinned_bench::gemm_bench::{peers, probes};
 use pinned_kernels::gemm::{self, BMatrix, Epilogue, MatMut, MatRef, PackedB, SingleThread};
 use pinned_kernels::Isa;
 use std::time::Duration;
@@ -57,55 +57,10 @@ fn bench_gemm(c: &mut Criterion) {
             })
         });
         group.bench_function("matrixmultiply", |bench| {
-            bench.iter(|| {
-                // SAFETY: dense row-major m x k, k x n, m x n buffers.
-                unsafe {
-                    matrixmultiply::sgemm(
-                        m,
-                        k,
-                        n,
-                        1.0,
-                        a.as_ptr(),
-                        k as isize,
-                        1,
-                        b.as_ptr(),
-                        n as isize,
-                        1,
-                        0.0,
-                        out.as_mut_ptr(),
-                        n as isize,
-                        1,
-                    )
-                }
-            })
+            bench.iter(|| peers::matrixmultiply_sgemm(m, k, n, &a, &b, &mut out))
         });
         group.bench_function("gemm", |bench| {
-            bench.iter(|| {
-                // SAFETY: as above; read_dst = false so dst = 1.0 * a b.
-                unsafe {
-                    ::gemm::gemm(
-                        m,
-                        n,
-                        k,
-                        out.as_mut_ptr(),
-                        1,
-                        n as isize,
-                        false,
-                        a.as_ptr(),
-                        1,
-                        k as isize,
-                        b.as_ptr(),
-                        1,
-                        n as isize,
-                        0.0,
-                        1.0,
-                        false,
-                        false,
-                        false,
-                        ::gemm::Parallelism::None,
-                    )
-                }
-            })
+            bench.iter(|| peers::gemm_crate_sgemm(m, k, n, &a, &b, &mut out, 1))
         });
         group.finish();
     }

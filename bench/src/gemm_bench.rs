@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 use pinned_kernels::gemm::{self, BMatrix, Epilogue, MatMut, MatRef, PackedB, Team, ThreadTeam};
 use pinned_kernels::Isa;
 
+pub mod peers;
 pub mod probes;
 
 /// Set (to the thread count) in the child processes.
@@ -320,61 +321,11 @@ fn measure_shape(
     };
     ours(&mut c, &mut scratch)?;
 
-    let par = if threads == 1 {
-        ::gemm::Parallelism::None
-    } else {
-        ::gemm::Parallelism::Rayon(threads)
-    };
     let mut f_ours = || {
         let _ = ours(&mut c, &mut scratch);
     };
-    let mut f_mm = || {
-        // SAFETY: a is m x k, b k x n, c m x n, all row-major and dense.
-        unsafe {
-            matrixmultiply::sgemm(
-                m,
-                k,
-                n,
-                1.0,
-                a.as_ptr(),
-                k as isize,
-                1,
-                b.as_ptr(),
-                n as isize,
-                1,
-                0.0,
-                c_mm.as_mut_ptr(),
-                n as isize,
-                1,
-            )
-        }
-    };
-    let mut f_gemm = || {
-        // SAFETY: as above; read_dst = false, so dst = 1.0 * a b.
-        unsafe {
-            ::gemm::gemm(
-                m,
-                n,
-                k,
-                c_gemm.as_mut_ptr(),
-                1,
-                n as isize,
-                false,
-                a.as_ptr(),
-                1,
-                k as isize,
-                b_gemm.as_ptr(),
-                1,
-                n as isize,
-                0.0,
-                1.0,
-                false,
-                false,
-                false,
-                par,
-            )
-        }
-    };
+    let mut f_mm = || peers::matrixmultiply_sgemm(m, k, n, &a, &b, &mut c_mm);
+    let mut f_gemm = || peers::gemm_crate_sgemm(m, k, n, &a, &b_gemm, &mut c_gemm, threads);
     // For M = 1 the read-bandwidth probe runs in the same race, streaming
     // its own buffer of B's size: when the four buffers together overflow
     // L3, each one is as cold as the others when its turn comes.
