@@ -103,6 +103,10 @@ impl Grid {
     /// is cut along M unless the block outgrows the caches, and a plain B
     /// along the side whose other operand is smaller to pack again.
     fn chunked(self, m: usize, n: usize, k: usize, blk: &Blocking, packed_b: bool) -> Self {
+        if self.blocks() == 1 {
+            // One thread: nobody to hand a chunk to.
+            return self;
+        }
         let row_tiles = m.div_ceil(blk.mr).max(1);
         let panels = n.div_ceil(blk.nr).max(1);
         let (rows, cols) = (m.div_ceil(self.tm), n.div_ceil(self.tn));
@@ -452,6 +456,19 @@ mod tests {
             Grid::choose(1000, 4, 64, 2, &blk, true),
             Grid { tm: 2, tn: 1 }
         );
+    }
+
+    #[test]
+    fn one_thread_needs_no_more_scratch_than_sgemm() {
+        for isa in Isa::available() {
+            for (m, n, k) in [(256, 256, 256), (1, 4096, 64), (300, 70, 5000)] {
+                let one = gemm_scratch_bytes_parallel(m, n, k, isa, 1);
+                assert!(
+                    one >= super::super::gemm_scratch_bytes(m, n, k, isa),
+                    "{isa} {m} {n} {k}"
+                );
+            }
+        }
     }
 
     #[test]
