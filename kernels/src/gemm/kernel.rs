@@ -104,33 +104,20 @@ pub(crate) unsafe fn tile_body<S: Simd, const R: usize, const NV: usize>(
     t: &Tile,
     p: &TileParams,
 ) {
-    let mut acc = [[s.splat(0.0); NV]; R];
+    let acc = [[s.splat(0.0); NV]; R];
     // C is touched only at the end. Its rows are `ldc` apart, often a
     // multiple of 4 KiB, so they share one L1 set: pull them into L2 now and
     // into L1 only for the last few steps, where they survive.
     prefetch_c::<S, R, NV>(s, t, false);
-    let (mut a, mut b) = (t.a, t.b);
-    let mut next = t.l2_next;
-    let ahead_steps = B_PREFETCH_STEPS + B_PREFETCH_EXTRA / R;
-    let tail = ahead_steps.min(t.kc);
-    let panel = NV * S::LANES;
-    let mut pf_b = b.wrapping_add(ahead_steps * panel);
-    for _ in 0..t.kc - tail {
-        s.prefetch_l2(next);
-        next = next.wrapping_add(t.l2_step);
-        // SAFETY: `kc` steps in all, inside the packed panels (invariants).
-        acc = unsafe { k_step(s, acc, &mut a, &mut b, pf_b) };
-        pf_b = pf_b.wrapping_add(panel);
-    }
-    prefetch_c::<S, R, NV>(s, t, true);
-    pf_b = t.b_next;
-    for _ in 0..tail {
-        s.prefetch_l2(next);
-        next = next.wrapping_add(t.l2_step);
-        // SAFETY: as above.
-        acc = unsafe { k_step(s, acc, &mut a, &mut b, pf_b) };
-        pf_b = pf_b.wrapping_add(panel);
-    }
+    // The next slice's L2 prefetch costs about a cycle a step even when it
+    // has nothing to do: a tile without a share runs the loop without it.
+    let acc = if t.l2_step == 0 {
+        // SAFETY: the caller's contract.
+        unsafe { k_loop::<S, R, NV, false>(s, t, acc) }
+    } else {
+        // SAFETY: the caller's contract.
+        unsafe { k_loop::<S, R, NV, true>(s, t, acc) }
+    };
     // A wall between the hot loop and the store phase: LLVM must keep the
     // loop's accumulators in registers (one spill per tile here instead of
     // a load and a store per FMA if it merges the two and gives up on SROA).
@@ -138,6 +125,47 @@ pub(crate) unsafe fn tile_body<S: Simd, const R: usize, const NV: usize>(
 
     // SAFETY: the tile satisfies the invariants, as `tile_body` requires.
     unsafe { finish_general::<S, R, NV>(s, t, p, acc) }
+}
+
+/// The `kc` steps of a tile; the last look-ahead steps prefetch the next
+/// tile's B panel and this tile's C into L1, and with `L2` every step
+/// prefetches the tile's share of the next slice into L2.
+///
+/// # Safety
+/// As [`tile_body`].
+#[inline(always)]
+unsafe fn k_loop<S: Simd, const R: usize, const NV: usize, const L2: bool>(
+    s: S,
+    t: &Tile,
+    mut acc: [[S::V; NV]; R],
+) -> [[S::V; NV]; R] {
+    let (mut a, mut b) = (t.a, t.b);
+    let mut next = t.l2_next;
+    let ahead_steps = B_PREFETCH_STEPS + B_PREFETCH_EXTRA / R;
+    let tail = ahead_steps.min(t.kc);
+    let panel = NV * S::LANES;
+    let mut pf_b = b.wrapping_add(ahead_steps * panel);
+    for _ in 0..t.kc - tail {
+        if L2 {
+            s.prefetch_l2(next);
+            next = next.wrapping_add(t.l2_step);
+        }
+        // SAFETY: `kc` steps in all, inside the packed panels (invariants).
+        acc = unsafe { k_step(s, acc, &mut a, &mut b, pf_b) };
+        pf_b = pf_b.wrapping_add(panel);
+    }
+    prefetch_c::<S, R, NV>(s, t, true);
+    pf_b = t.b_next;
+    for _ in 0..tail {
+        if L2 {
+            s.prefetch_l2(next);
+            next = next.wrapping_add(t.l2_step);
+        }
+        // SAFETY: as above.
+        acc = unsafe { k_step(s, acc, &mut a, &mut b, pf_b) };
+        pf_b = pf_b.wrapping_add(panel);
+    }
+    acc
 }
 
 /// The store phase: `C = alpha acc + beta C`, epilogue, store; the last
