@@ -267,4 +267,43 @@ mod tests {
             }
         }
     }
+
+    /// A B big enough to come from memory: the tiles run the loop that
+    /// prefetches the next slice (and every slice boundary: next NB
+    /// columns, next row block, next K slice). Small integers: exact.
+    #[test]
+    fn a_b_from_memory_takes_the_prefetching_loop() {
+        let k = 1500;
+        let n = (8 * cache_l2() / (k * 4)).next_multiple_of(64) + 5;
+        assert!(Blocking::prefetch_next_slice(k, n));
+        for isa in Isa::available() {
+            let m = 2 * Blocking::for_isa(isa).mc + 3;
+            let a: Vec<f32> = (0..m * k).map(|i| ((i * 7) % 5) as f32 - 2.0).collect();
+            let b: Vec<f32> = (0..k * n).map(|i| ((i * 3) % 7) as f32 - 3.0).collect();
+            let packed = PackedB::new(&b, n, k, n, isa).unwrap();
+            let mut c = vec![0.0f32; m * n];
+            let mut scratch = vec![0u8; crate::gemm::gemm_scratch_bytes(m, n, k, isa)];
+            crate::gemm::sgemm(
+                isa,
+                1.0,
+                MatRef::new(&a, m, k, k).unwrap(),
+                BMatrix::Packed(&packed),
+                0.0,
+                MatMut::new(&mut c, m, n, n).unwrap(),
+                &Epilogue::new(),
+                &mut scratch,
+            )
+            .unwrap();
+            for i in (0..m).step_by(7) {
+                for j in (0..n).step_by(5) {
+                    let dot: f32 = (0..k).map(|q| a[i * k + q] * b[q * n + j]).sum();
+                    assert_eq!(c[i * n + j], dot, "{isa} ({i},{j})");
+                }
+            }
+        }
+    }
+
+    fn cache_l2() -> usize {
+        crate::cpu::cache_sizes().l2.unwrap_or(256 << 10)
+    }
 }
