@@ -146,6 +146,7 @@ pub fn amx_bf16_kernel_gflops(steps: usize, budget: Duration) -> Option<f64> {
                     accp,
                     128,
                     false,
+                    a,
                 )
             };
         }

@@ -51,6 +51,9 @@ pub(crate) struct KTile {
     /// The slice is all of K (so `col_sums` are the slice's code sums).
     pub full_k: bool,
     pub col_sums: *const i32,
+    /// Data a later call reads, prefetched into L2 while this one runs
+    /// (AMX kernels; a hint, any address is allowed).
+    pub pf: *const u8,
 }
 
 /// Bytes of one A chunk: 16 rows x 64 bytes, one AMX tile.
@@ -504,8 +507,13 @@ fn k_block<K: LowpKernel>(rows: usize, kp: usize) -> usize {
 
 /// `(MC, NC)` for a K block of `kc` elements: C block (`MC x NC x 4`)
 /// about a quarter of L2, the A slice (`MC x KC`) and B slice (`KC x NC`)
-/// together under half of it. `PINNED_LOWP_MC` / `PINNED_LOWP_NC` override.
-fn blocks<K: LowpKernel>(kc: usize) -> (usize, usize) {
+/// together under half of it. With a single K block no partial sums come
+/// back to C, so nothing asks the C block to stay in L2: NC is then the
+/// full [`NC`], and each A row block is fetched from L3 once per 2048
+/// columns instead of once per ~350 (measured at 2048^3 bf16, by thread
+/// CPU time, three alternating runs: 1081-1105 GFLOP/s at NC = 352,
+/// 1128-1151 at 2048). `PINNED_LOWP_MC` / `PINNED_LOWP_NC` override.
+fn blocks<K: LowpKernel>(kc: usize, one_k_block: bool) -> (usize, usize) {
     static OVERRIDE: OnceLock<(Option<usize>, Option<usize>)> = OnceLock::new();
     let (fm, fn_) = *OVERRIDE.get_or_init(|| {
         let get = |name: &str| std::env::var(name).ok().and_then(|v| v.parse().ok());
@@ -513,9 +521,10 @@ fn blocks<K: LowpKernel>(kc: usize) -> (usize, usize) {
     });
     let l2 = cache_sizes().l2.unwrap_or(1 << 20);
     let esize = K::ELEM.bytes();
-    // NC first: a square-ish C block of l2/4 bytes.
+    // NC first: a square-ish C block of l2/4 bytes, when C is revisited.
+    let square = ((l2 / 16) as f64).sqrt() as usize;
     let nc = fn_
-        .unwrap_or(NC.min(((l2 / 16) as f64).sqrt() as usize))
+        .unwrap_or(if one_k_block { NC } else { NC.min(square) })
         .max(NR)
         / NR
         * NR;
@@ -542,7 +551,7 @@ unsafe fn drive<K: LowpKernel>(k: K, call: &Call, blk: Block) {
     let kc_max = k_block::<K>(blk.rows, l.kp);
     let k_blocks = l.kp.div_ceil(kc_max).max(1);
     // MC: the A block (MC x KC bytes) takes half of L2.
-    let (mc, nc) = blocks::<K>(kc_max);
+    let (mc, nc) = blocks::<K>(kc_max, k_blocks == 1);
     let mut buf = Staging([0.0; 32 * 32]);
     let stage = buf.0.as_mut_ptr();
     // With several K blocks and beta = 0, C itself holds the raw partial
@@ -561,35 +570,74 @@ unsafe fn drive<K: LowpKernel>(k: K, call: &Call, blk: Block) {
         // stays in L2 while the K slices accumulate into it.
         for ic in (0..blk.rows).step_by(mc) {
             let mcb = mc.min(blk.rows - ic);
-            // Loop 4 (pc, step KC): the MC x KC slice of A and KC x NC of B
-            // share L2 with the C block; one KC x 32 B micro-panel fits L1.
+            // Loop 4 (pc, step KC): the MC x KC slice of A stays in L2 across
+            // the column block. With AMX's deep KC (4 KiB of K per row) a
+            // KC x 32 B micro-panel is 128 KiB: it streams from L2, not L1
+            // (the 2 x 2 tile kernel then runs at about 55% of the
+            // instruction peak per call, against 72% on L1-resident data).
             for kb in 0..k_blocks {
                 let pc = kb * kc_max;
                 let kcb = kc_max.min(l.kp - pc.min(l.kp));
                 let (first, last) = (kb == 0, kb + 1 == k_blocks);
-                // Loop 2 (jr, step 32): one B micro-panel (two 16-column panels), reused from L1.
+                // Loop 2 (jr, step 32): one B micro-panel (two 16-column
+                // panels), from L3 for its first row tile (prefetched, see
+                // below), from L2 for the others.
                 for jr in (jc..jc + ncb).step_by(NR) {
                     let j = blk.j0 + jr;
                     let cols = NR.min(blk.cols - jr);
                     let b0 = call
                         .b
                         .wrapping_add((j / 16) * l.panel_bytes() + pc * 16 * esize);
+                    // The next B micro-panel (this block's next one, else the
+                    // first one again for the next row block) is prefetched
+                    // into L2 by the AMX kernel while this one runs, a share
+                    // per row tile: tile loads that miss L2 stall the tile
+                    // products. Measured at 2048^3 bf16 (TSC per call, best
+                    // case): a micro-panel's first row tile took 8.1k cycles
+                    // against 5.5k for the others, 6.1k with the prefetch;
+                    // 2-5% overall at 2048^3 and 64 x 4096 x 4096, bf16 and
+                    // int8 (same-process A/B, `examples/lowp_loop.rs`).
+                    let next_j = if jr + NR < jc + ncb {
+                        Some(j + NR)
+                    } else if ic + mc < blk.rows {
+                        Some(blk.j0 + jc)
+                    } else {
+                        None
+                    };
+                    let next_b = next_j.map(|nj| {
+                        call.b
+                            .wrapping_add((nj / 16) * l.panel_bytes() + pc * 16 * esize)
+                    });
+                    let slice = kcb * 16 * esize;
+                    let pf_per_call = kcb / l.elem.k_step() * crate::amx::PF_STEP;
                     // Loop 1 (ir, step MR): one A micro-panel streamed from L2.
-                    for ir in (ic..ic + mcb).step_by(K::MR) {
+                    for (t, ir) in (ic..ic + mcb).step_by(K::MR).enumerate() {
                         let i = blk.i0 + ir;
                         let rows = K::MR.min(blk.rows - ir);
                         let c = call.c.wrapping_add(i * call.ldc + j);
+                        let a = call
+                            .apack
+                            .wrapping_add(a_offset(i, pc * esize, call.a_group));
+                        // Call `t` of this micro-panel's row tiles prefetches
+                        // its share of the next micro-panel's two slices.
+                        let off = t * pf_per_call;
+                        let pf = match next_b {
+                            Some(nb) if off < slice => nb.wrapping_add(off),
+                            Some(nb) if off < 2 * slice => {
+                                nb.wrapping_add(l.panel_bytes() + off - slice)
+                            }
+                            _ => a,
+                        };
                         let tile = KTile {
                             rows,
-                            a: call
-                                .apack
-                                .wrapping_add(a_offset(i, pc * esize, call.a_group)),
+                            a,
                             a_group: call.a_group,
                             b0,
                             b1: b0.wrapping_add(l.panel_bytes()),
                             kc: kcb,
                             full_k: kcb == l.kp,
                             col_sums: call.col_sums.wrapping_add(j),
+                            pf,
                         };
                         let load = raw_in_c && !first;
                         if raw_in_c && !last {

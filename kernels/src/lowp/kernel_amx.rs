@@ -46,6 +46,7 @@ impl LowpKernel for AmxBf16 {
                 acc,
                 acc_stride,
                 load,
+                t.pf,
             )
         }
     }
@@ -79,6 +80,7 @@ impl LowpKernel for AmxInt8 {
                 acc,
                 acc_stride,
                 load,
+                t.pf,
             )
         }
     }
