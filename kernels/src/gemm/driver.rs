@@ -54,6 +54,10 @@ pub(crate) unsafe fn run_blocked<K: MicroKernel>(
     // Loop 6 (jc, step NC): a column block of B and C.
     for jc in (0..p.n).step_by(blk.nc) {
         let ncb = blk.nc.min(p.n - jc);
+        // Even slices: 384 columns become 2 x 192, not 320 + 64 (a narrow
+        // slice reuses each A micro-panel for few tiles).
+        let nb = ncb.div_ceil(ncb.div_ceil(blk.nb)).next_multiple_of(nr);
+        let blk = &Blocking { nb, ..*blk };
         // Loop 5 (pc, step KC): a K slice, so an MR x KC A micro-panel fits L1.
         for kb in 0..k_blocks {
             let pc = kb * kc_max;
