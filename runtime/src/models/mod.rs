@@ -11,10 +11,12 @@
 mod convert;
 pub mod embed;
 pub mod minilm;
+mod minilm_attention;
 mod minilm_forward;
 pub mod mlp;
 pub mod safetensors_load;
 mod store;
+mod team;
 pub mod tokenize;
 
 pub use embed::{embed, EmbedRequest};
