@@ -10,11 +10,14 @@
 //! - [`softmax_rows`]: numerically stable (max subtracted), with an
 //!   optional keep-mask; a fully masked row becomes all zeros.
 //! - [`gelu`], [`gelu_tanh`], [`add`], [`mean_pool`], [`l2_normalize`].
+//! - [`attention_head`]: one head's `softmax(scale Q K^T) V`, fused.
 
+mod attention;
 mod elementwise;
 mod norm;
 mod softmax;
 
+pub use attention::{attention_head, attention_work_floats, HeadShape};
 pub use elementwise::{add, gelu, gelu_tanh, mean_pool};
 pub use norm::{l2_normalize, layernorm};
 pub use softmax::softmax_rows;

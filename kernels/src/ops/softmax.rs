@@ -52,32 +52,38 @@ impl WithSimd for Softmax<'_> {
                     &k[r * cols..(r + 1) * cols]
                 }
             });
-            if let Some(k) = keep {
-                let mut any = false;
-                for (v, &kept) in row.iter_mut().zip(k) {
-                    if !kept {
-                        *v = f32::NEG_INFINITY;
-                    }
-                    any |= kept;
-                }
-                if !any {
-                    row.fill(0.0);
-                    continue;
-                }
-            }
-            let mut sum = exp_sum(s, row, max(s, row));
-            if let Some(k) = keep {
-                // exp clamps its input at -87, so masked lanes hold ~1e-38: make them 0.
-                for (v, &kept) in row.iter_mut().zip(k) {
-                    if !kept {
-                        sum -= *v;
-                        *v = 0.0;
-                    }
-                }
-            }
-            super::map_inplace(s, row, MulBy(s.splat(1.0 / sum)));
+            softmax_row(s, row, keep);
         }
     }
+}
+
+/// Softmax of one row in place (see [`softmax_rows`] for the mask).
+#[inline(always)]
+pub(crate) fn softmax_row<S: Simd>(s: S, row: &mut [f32], keep: Option<&[bool]>) {
+    if let Some(k) = keep {
+        let mut any = false;
+        for (v, &kept) in row.iter_mut().zip(k) {
+            if !kept {
+                *v = f32::NEG_INFINITY;
+            }
+            any |= kept;
+        }
+        if !any {
+            row.fill(0.0);
+            return;
+        }
+    }
+    let mut sum = exp_sum(s, row, max(s, row));
+    if let Some(k) = keep {
+        // exp clamps its input at -87, so masked lanes hold ~1e-38: make them 0.
+        for (v, &kept) in row.iter_mut().zip(k) {
+            if !kept {
+                sum -= *v;
+                *v = 0.0;
+            }
+        }
+    }
+    super::map_inplace(s, row, MulBy(s.splat(1.0 / sum)));
 }
 
 /// `row[i] = e^(row[i] - max)` in place; returns the sum (one pass).

@@ -201,8 +201,6 @@ pub struct MiniLm {
     pub(crate) tokenizer: Option<TextTokenizer>,
     pub(crate) weights_file: PathBuf,
     pub(crate) team: ModelTeam,
-    /// GEMM workspace bytes of one thread's attention.
-    pub(crate) attention_scratch: usize,
 }
 
 impl std::fmt::Debug for MiniLm {
@@ -281,14 +279,8 @@ impl MiniLm {
             config.num_hidden_layers, config.hidden_size, options.precision
         );
         let team = ModelTeam::new(options.threads).map_err(|e| err(LoadErrorKind::Io(e)))?;
-        let attention_scratch = super::minilm_attention::attention_scratch_bytes(
-            options.max_seq,
-            config.head_dim(),
-            options.paths.f32,
-        );
         Ok(Self {
             team,
-            attention_scratch,
             config,
             copy_of_cpu: store::copy_index_by_cpu(&copy_nodes),
             replicas,

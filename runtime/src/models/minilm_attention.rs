@@ -3,14 +3,14 @@
 //! every sequence split over the request's team.
 //!
 //! Thread `t` of `T` owns query rows `[t len / T, (t + 1) len / T)` of
-//! each sequence: it writes only those rows of the context, its own score
-//! matrix (`max_seq^2` floats at `t max_seq^2`) and its own GEMM workspace
-//! (`attention_scratch` bytes at `t` times that), and reads Q, K, V.
+//! each sequence: it writes only those rows of the context and its own
+//! work buffer (`w = attention_floats(max_seq, d)` floats at `t w`), and
+//! reads Q, K, V. Each head runs the fused [`ops::attention_head`].
 
 use std::sync::Mutex;
 
-use pinned_kernels::gemm::{self, BMatrix, Epilogue, MatMut, MatRef, Team};
-use pinned_kernels::{ops, Isa};
+use pinned_kernels::gemm::Team;
+use pinned_kernels::ops;
 
 use super::minilm::MiniLm;
 use super::minilm_forward::{keep_flags, op, seq_len, MAX_SEQ};
@@ -39,26 +39,14 @@ pub(crate) struct AttentionIo<'a> {
     pub qkv: &'a [f32],
     /// `tokens x hidden`, written.
     pub ctx: &'a mut [f32],
-    /// `threads x max_seq^2`.
-    pub scores: &'a mut [f32],
-    /// `threads x attention_scratch_bytes()`.
-    pub bytes: &'a mut [u8],
+    /// `threads x attention_floats(max_seq, d)`.
+    pub work: &'a mut [f32],
 }
 
-/// GEMM workspace bytes one thread's attention needs for sequences of up
-/// to `max_seq` tokens and heads of `d`, a multiple of 64 (so each
-/// thread's share starts aligned like the first).
-pub(crate) fn attention_scratch_bytes(max_seq: usize, d: usize, isa: Isa) -> usize {
-    // A thread's query rows range over 1..=max_seq; keys over 1..=max_seq.
-    let mut most = 0;
-    for m in 1..=max_seq {
-        for l in [1, max_seq] {
-            most = most
-                .max(gemm::gemm_scratch_bytes(m, l, d, isa))
-                .max(gemm::gemm_scratch_bytes(m, d, l, isa));
-        }
-    }
-    most.next_multiple_of(64)
+/// Work floats one thread's attention needs for sequences of up to
+/// `max_seq` tokens and heads of `d`.
+pub(crate) fn attention_floats(max_seq: usize, d: usize) -> usize {
+    ops::attention_work_floats(max_seq, max_seq, d)
 }
 
 impl MiniLm {
@@ -73,27 +61,23 @@ impl MiniLm {
     ) -> Result<(), ModelError> {
         let (h, s) = (self.config.hidden_size, self.options.max_seq);
         let threads = team.threads();
-        let per_thread = self.attention_scratch;
-        if io.scores.len() < threads * s * s || io.bytes.len() < threads * per_thread {
+        let per_thread = attention_floats(s, self.config.head_dim());
+        if io.work.len() < threads * per_thread {
             return Err(ModelError::Scratch {
-                what: "attention floats or bytes",
-                needed: threads * per_thread.max(s * s),
-                got: io.scores.len().min(io.bytes.len()),
+                what: "attention floats",
+                needed: threads * per_thread,
+                got: io.work.len(),
             });
         }
         let ctx = Shared(io.ctx.as_mut_ptr());
         let ctx_len = io.ctx.len();
-        let scores = Shared(io.scores.as_mut_ptr());
-        let bytes = Shared(io.bytes.as_mut_ptr());
+        let work = Shared(io.work.as_mut_ptr());
         let failed: Mutex<Option<ModelError>> = Mutex::new(None);
         let job = |t: usize| {
-            // SAFETY: thread `t` alone uses score matrix `t` and workspace
-            // share `t`, both inside the buffers checked above.
-            let (scores, bytes) = unsafe {
-                (
-                    core::slice::from_raw_parts_mut(scores.ptr().add(t * s * s), s * s),
-                    core::slice::from_raw_parts_mut(bytes.ptr().add(t * per_thread), per_thread),
-                )
+            // SAFETY: thread `t` alone uses work share `t`, inside the
+            // buffer checked above.
+            let work = unsafe {
+                core::slice::from_raw_parts_mut(work.ptr().add(t * per_thread), per_thread)
             };
             let mut start = 0;
             for req in inputs.chunks_exact(2 * s).take(batch) {
@@ -112,7 +96,7 @@ impl MiniLm {
                         )
                     };
                     let qkv = &io.qkv[start * 3 * h..(start + len) * 3 * h];
-                    let res = self.attend_rows(qkv, mask, len, r0, r1, rows, scores, bytes);
+                    let res = self.attend_rows(qkv, mask, len, r0..r1, rows, work);
                     if let Err(e) = res {
                         *failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
                         return;
@@ -128,53 +112,45 @@ impl MiniLm {
         }
     }
 
-    /// Query rows `r0..r1` of one sequence (`qkv`: its `len` rows), every
+    /// Query rows `rows` of one sequence (`qkv`: its `len` rows), every
     /// head, into `ctx` (those rows, `hidden` wide).
-    #[allow(clippy::too_many_arguments)]
     fn attend_rows(
         &self,
         qkv: &[f32],
         mask: &[f32],
         len: usize,
-        r0: usize,
-        r1: usize,
+        rows: std::ops::Range<usize>,
         ctx: &mut [f32],
-        scores: &mut [f32],
-        bytes: &mut [u8],
+        work: &mut [f32],
     ) -> Result<(), ModelError> {
         let cfg = &self.config;
         let (h, heads, d) = (cfg.hidden_size, cfg.num_attention_heads, cfg.head_dim());
         let isa = self.options.paths.f32;
         let scale = 1.0 / (d as f32).sqrt();
-        let rows = r1 - r0;
         let mut keep_buf = [false; MAX_SEQ];
         let keep = keep_flags(&mask[..len], &mut keep_buf);
-        let scores = &mut scores[..rows * len];
+        let shape = ops::HeadShape {
+            rows: rows.len(),
+            len,
+            d,
+            ld: 3 * h,
+            ldo: h,
+        };
+        let q = &qkv[rows.start * 3 * h..];
         for head in 0..heads {
-            let q = MatRef::new(&qkv[r0 * 3 * h + head * d..], rows, d, 3 * h)?;
-            let k = MatRef::new(&qkv[h + head * d..], len, d, 3 * h)?;
-            let v = MatRef::new(&qkv[2 * h + head * d..], len, d, 3 * h)?;
-            gemm::sgemm(
+            let at = head * d;
+            ops::attention_head(
                 isa,
+                shape,
                 scale,
-                q,
-                BMatrix::Plain(k.t()),
-                0.0,
-                MatMut::new(scores, rows, len, len)?,
-                &Epilogue::new(),
-                bytes,
-            )?;
-            ops::softmax_rows(isa, scores, len, keep).map_err(op)?;
-            gemm::sgemm(
-                isa,
-                1.0,
-                MatRef::new(scores, rows, len, len)?,
-                BMatrix::Plain(v),
-                0.0,
-                MatMut::new(&mut ctx[head * d..], rows, d, h)?,
-                &Epilogue::new(),
-                bytes,
-            )?;
+                &q[at..],
+                &qkv[h + at..],
+                &qkv[2 * h + at..],
+                keep,
+                work,
+                &mut ctx[at..],
+            )
+            .map_err(op)?;
         }
         Ok(())
     }

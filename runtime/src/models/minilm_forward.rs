@@ -10,7 +10,7 @@
 use pinned_kernels::gemm::{Epilogue, MatMut, MatRef};
 
 use super::minilm::{MiniLm, Weights};
-use super::minilm_attention::AttentionIo;
+use super::minilm_attention::{attention_floats, AttentionIo};
 use super::store;
 use crate::model::{Model, ModelError, Scratch, ScratchSize};
 use pinned_kernels::ops::{self, OpsError};
@@ -50,19 +50,19 @@ struct Buffers<'s> {
     ctx: &'s mut [f32],
     h1: &'s mut [f32],
     ffn: &'s mut [f32],
-    scores: &'s mut [f32],
+    attention: &'s mut [f32],
 }
 
 impl MiniLm {
-    /// Floats of activations for `tokens` tokens, plus one score matrix
-    /// per thread.
+    /// Floats of activations for `tokens` tokens, plus one attention work
+    /// buffer per thread.
     fn floats_needed(&self, tokens: usize) -> usize {
         let (h, i, s) = (
             self.config.hidden_size,
             self.config.intermediate_size,
             self.options.max_seq,
         );
-        tokens * (6 * h + i) + self.team.threads() * s * s
+        tokens * (6 * h + i) + self.team.threads() * attention_floats(s, self.config.head_dim())
     }
 
     fn carve<'s>(&self, floats: &'s mut [f32], tokens: usize, threads: usize) -> Buffers<'s> {
@@ -82,7 +82,7 @@ impl MiniLm {
             ctx,
             h1,
             ffn,
-            scores: &mut rest[..threads * s * s],
+            attention: &mut rest[..threads * attention_floats(s, self.config.head_dim())],
         }
     }
 
@@ -179,8 +179,7 @@ impl MiniLm {
             let io = AttentionIo {
                 qkv: buf.qkv,
                 ctx: buf.ctx,
-                scores: buf.scores,
-                bytes,
+                work: buf.attention,
             };
             self.attention(team, batch, inputs, io)?;
             // h1 = layernorm(ctx W_o + b_o + x)
@@ -358,7 +357,7 @@ impl Model for MiniLm {
         });
         ScratchSize {
             floats: self.floats_needed(tokens),
-            bytes: weight_gemms.max(threads * self.attention_scratch),
+            bytes: weight_gemms,
         }
     }
 
