@@ -118,6 +118,7 @@ pub struct LoadOptions {
     pub max_seq: usize,
     /// Threads one request may use when it is the only one in flight
     /// (the partition's worker count; 1: the worker alone).
+    /// `PINNED_MODEL_THREADS` overrides it.
     pub threads: usize,
 }
 
@@ -278,7 +279,8 @@ impl MiniLm {
             "minilm-{}l-{}h-{}",
             config.num_hidden_layers, config.hidden_size, options.precision
         );
-        let team = ModelTeam::new(options.threads).map_err(|e| err(LoadErrorKind::Io(e)))?;
+        let threads = super::team::threads_or_env(options.threads);
+        let team = ModelTeam::new(threads).map_err(|e| err(LoadErrorKind::Io(e)))?;
         Ok(Self {
             team,
             config,

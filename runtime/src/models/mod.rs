@@ -24,4 +24,5 @@ pub use minilm::{BertConfig, LoadOptions, MiniLm, MINILM_DIR_VAR};
 pub use mlp::{MlpManifest, SafetensorsMlp};
 pub use safetensors_load::{LoadError, LoadErrorKind, WeightsFile};
 pub use store::WeightPlacement;
+pub use team::MODEL_THREADS_ENV;
 pub use tokenize::{Encoded, TextTokenizer};

@@ -18,6 +18,19 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use pinned_kernels::gemm::{SingleThread, Team, ThreadTeam};
 
+/// Overrides the threads a model was loaded with (`1`: every request on
+/// its worker alone), to compare both on a machine whose other cores are
+/// busy: a fork-join team waits for a preempted helper.
+pub const MODEL_THREADS_ENV: &str = "PINNED_MODEL_THREADS";
+
+/// `threads`, unless [`MODEL_THREADS_ENV`] holds a number.
+pub(crate) fn threads_or_env(threads: usize) -> usize {
+    std::env::var(MODEL_THREADS_ENV)
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(threads)
+}
+
 /// A model's optional team and the bookkeeping that lends it out.
 pub(crate) struct ModelTeam {
     team: Option<ThreadTeam>,
