@@ -228,6 +228,7 @@ impl MiniLm {
             ops::l2_normalize(isa, out, h, 1e-12).map_err(op)?;
             start += len;
         }
+        lease.finish(total);
         Ok(())
     }
 
