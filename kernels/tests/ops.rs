@@ -226,3 +226,96 @@ fn ops_reject_bad_shapes_and_write_nothing() {
     assert!(matches!(err, Err(OpsError::Shape { .. })), "{err:?}");
     assert!(x.iter().all(|&v| v == 1.0));
 }
+
+#[test]
+fn attention_head_matches_reference() {
+    use ops::{attention_head, attention_work_floats, HeadShape};
+    for isa in Isa::available() {
+        for (rows, len, d) in [
+            (1, 1, 1),
+            (5, 3, 4),
+            (7, 17, 8),
+            (13, 70, 17),
+            (6, 64, 32),
+            (20, 33, 33),
+        ] {
+            for masked in [false, true] {
+                let ld = 3 * d + 5;
+                let ldo = d + 3;
+                let qkv = fill(len.max(rows) * ld, (rows * len + d) as u64, 1.0, 0.0);
+                let (q, k, v) = (&qkv[..], &qkv[d..], &qkv[2 * d..]);
+                let keep: Vec<bool> = (0..len).map(|j| !masked || j % 3 != 1).collect();
+                let scale = 1.0 / (d as f32).sqrt();
+                let mut work = vec![f32::NAN; attention_work_floats(rows, len, d)];
+                let mut out = vec![7.0f32; (rows - 1) * ldo + d];
+                let shape = HeadShape {
+                    rows,
+                    len,
+                    d,
+                    ld,
+                    ldo,
+                };
+                let mask = masked.then_some(&keep[..]);
+                attention_head(isa, shape, scale, q, k, v, mask, &mut work, &mut out).unwrap();
+                for r in 0..rows {
+                    let s: Vec<f64> = (0..len)
+                        .map(|j| {
+                            (0..d)
+                                .map(|p| q[r * ld + p] as f64 * k[j * ld + p] as f64)
+                                .sum::<f64>()
+                                * scale as f64
+                        })
+                        .collect();
+                    let m = (0..len)
+                        .filter(|&j| keep[j])
+                        .map(|j| s[j])
+                        .fold(f64::NEG_INFINITY, f64::max);
+                    let e: Vec<f64> = (0..len)
+                        .map(|j| if keep[j] { (s[j] - m).exp() } else { 0.0 })
+                        .collect();
+                    let z: f64 = e.iter().sum();
+                    for c in 0..d {
+                        let want: f64 = (0..len).map(|j| e[j] / z * v[j * ld + c] as f64).sum();
+                        let tol = 1e-5 * (1.0 + want.abs()) + (len + d) as f64 * EPS;
+                        close(
+                            out[r * ldo + c],
+                            want,
+                            tol,
+                            &format!("{isa:?} {rows}x{len}x{d} r{r} c{c}"),
+                        );
+                    }
+                    if r + 1 < rows {
+                        for c in d..ldo {
+                            assert_eq!(out[r * ldo + c], 7.0, "outside the head untouched");
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let shape = HeadShape {
+        rows: 2,
+        len: 2,
+        d: 4,
+        ld: 4,
+        ldo: 4,
+    };
+    let x = vec![0.0; 8];
+    let mut out = vec![0.0; 8];
+    let mut small = vec![0.0; 3];
+    let err = attention_head(
+        Isa::Scalar,
+        shape,
+        1.0,
+        &x,
+        &x,
+        &x,
+        None,
+        &mut small,
+        &mut out,
+    );
+    assert!(
+        matches!(err, Err(OpsError::Shape { .. })),
+        "small work buffer refused"
+    );
+}

@@ -54,9 +54,9 @@ fn precisions() -> Vec<Precision> {
 fn embeddings_match_sentence_transformers_in_every_native_precision() {
     let Some(dir) = minilm_dir() else { return };
     let reference = reference();
-    for precision in precisions() {
-        let model =
-            MiniLm::load_dir(&dir, LoadOptions::default().precision(precision)).expect("load");
+    for (precision, threads) in precisions().into_iter().flat_map(|p| [(p, 1), (p, 2)]) {
+        let opts = LoadOptions::default().precision(precision).threads(threads);
+        let model = MiniLm::load_dir(&dir, opts).expect("load");
         assert_eq!(model.precision(), precision);
         // One request at a time, from the fixture's ids.
         let mut worst = (1.0f64, 0.0f64);
@@ -79,7 +79,7 @@ fn embeddings_match_sentence_transformers_in_every_native_precision() {
             worst = (worst.0.min(cos), worst.1.max(max));
         }
         eprintln!(
-            "MiniLM {precision} on {}: min cosine {:.7}, max abs error {:.2e}",
+            "MiniLM {precision} on {} x {threads}: min cosine {:.7}, max abs error {:.2e}",
             model.kernel_path(),
             worst.0,
             worst.1

@@ -210,6 +210,33 @@ fn fp32_matches_the_f64_reference_alone_and_batched() {
 }
 
 #[test]
+fn a_request_on_a_team_matches_the_reference_in_every_precision() {
+    let cases = cases();
+    let batch: Vec<(&[u32], &[u32])> = cases.iter().map(|(i, m)| (&i[..], &m[..])).collect();
+    for (precision, min_cos) in [
+        (Precision::F32, 0.99999),
+        (Precision::Bf16, 0.999),
+        (Precision::Int8, 0.99),
+    ] {
+        for threads in [2, 3] {
+            let opts = LoadOptions::default().precision(precision).threads(threads);
+            let (_dir, model) = tiny(Dtype::F32, opts);
+            let together = model.embed_ids(&batch).unwrap();
+            for ((ids, mask), got) in cases.iter().zip(&together) {
+                let alone = &model.embed_ids(&[(ids, mask)]).unwrap()[0];
+                for g in [alone, got] {
+                    let (cos, _) = compare(g, &reference(ids, mask));
+                    assert!(
+                        cos >= min_cos,
+                        "{precision} on {threads} threads, {ids:?}: cosine {cos}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
 fn half_precision_files_and_low_precision_weights_stay_close() {
     let cases = cases();
     for (dtype, precision, min_cos) in [

@@ -113,6 +113,9 @@ fn serving_models_allocates_nothing_after_warm_up() {
         (vec![7], vec![1]),
         (vec![], vec![]),
     ];
+    // A request alone in flight runs on the model's two-thread team.
+    let team_opts = LoadOptions::default().max_seq(16).threads(2);
+    let tiny_team = Arc::new(MiniLm::load_dir(dir.path(), team_opts).unwrap());
     let mut cases = vec![
         Case::new(
             &mut rt,
@@ -121,6 +124,7 @@ fn serving_models_allocates_nothing_after_warm_up() {
             tiny_sentences.clone(),
             1,
         ),
+        Case::new(&mut rt, "tiny-team", tiny_team, tiny_sentences.clone(), 4),
         Case::new(&mut rt, "tiny-batched", tiny, tiny_sentences, 4),
     ];
     if let Some(real_dir) = minilm_dir() {

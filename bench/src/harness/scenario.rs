@@ -70,7 +70,14 @@ const SLOTS: usize = 64;
 /// Builds the model a partition config names: `mlp` (the built-in
 /// 1024-4096-1024-4096-1024 MLP), `mlp:256x1024x256` (other widths), a
 /// directory with `config.json` (MiniLM) or an MLP manifest (JSON).
-fn load_model(p: &PartitionConfig, weights: &WeightPlacement) -> Result<Arc<dyn Model>, RunError> {
+/// `threads` is what one request may use when it is alone in flight (the
+/// partition's workers; MiniLM lends them to it, as a peer's intra-op
+/// threads serve one request).
+fn load_model(
+    p: &PartitionConfig,
+    weights: &WeightPlacement,
+    threads: usize,
+) -> Result<Arc<dyn Model>, RunError> {
     let err = |message: String| RunError::Model {
         partition: p.name.clone(),
         message,
@@ -101,7 +108,8 @@ fn load_model(p: &PartitionConfig, weights: &WeightPlacement) -> Result<Arc<dyn 
     .map_err(|e| err(e.to_string()))?;
     let options = LoadOptions::default()
         .precision(precision)
-        .placement(weights.clone());
+        .placement(weights.clone())
+        .threads(threads);
     let path = std::path::Path::new(&p.model);
     if path.is_dir() {
         let model = MiniLm::load_dir(path, options).map_err(|e| err(e.to_string()))?;
@@ -246,7 +254,8 @@ pub fn run(config: &RunConfig, label: &str, show_progress: bool) -> Result<RunRe
             message: e.to_string(),
         })?;
         let policy_set = numa::set_mempolicy(&policy).is_ok();
-        let model = load_model(p, &weights);
+        let threads = p.workers.filter(|w| *w > 0).unwrap_or(cpus.len());
+        let model = load_model(p, &weights, threads);
         if policy_set {
             let _ = numa::set_mempolicy(&MemPolicy::Default);
         }

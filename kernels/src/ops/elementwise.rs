@@ -1,6 +1,6 @@
 //! Pointwise ops and pooling.
 
-use super::{dispatch, expect_len, rows_of, OpsError, WithSimd};
+use super::{dispatch, expect_len, rows_of, MulBy, OpsError, Sum, Unary, WithSimd};
 use crate::isa::Isa;
 use crate::simd::{self, Simd};
 
@@ -18,8 +18,17 @@ impl<F: Pointwise> WithSimd for Map<'_, F> {
     type Output = ();
     #[inline(always)]
     fn with<S: Simd>(self, s: S) {
-        let f = self.f;
-        super::map_inplace(s, self.x, |v| f.apply(s, v));
+        super::map_inplace(s, self.x, Lift(self.f));
+    }
+}
+
+/// A [`Pointwise`] function as a [`Unary`] for one token type.
+#[derive(Clone, Copy)]
+struct Lift<F>(F);
+impl<S: Simd, F: Pointwise> Unary<S> for Lift<F> {
+    #[inline(always)]
+    fn call(self, s: S, v: S::V) -> S::V {
+        self.0.apply(s, v)
     }
 }
 
@@ -66,7 +75,7 @@ impl WithSimd for Add<'_> {
     type Output = ();
     #[inline(always)]
     fn with<S: Simd>(self, s: S) {
-        super::zip_inplace(s, self.x, self.y, |a, b| s.add(a, b));
+        super::zip_inplace(s, self.x, self.y, Sum);
     }
 }
 
@@ -106,11 +115,11 @@ impl WithSimd for MeanPool<'_> {
                 continue;
             }
             count += 1;
-            super::zip_inplace(s, self.out, row, |a, b| s.add(a, b));
+            super::zip_inplace(s, self.out, row, Sum);
         }
         if count > 0 {
             let inv = s.splat(1.0 / count as f32);
-            super::map_inplace(s, self.out, |v| s.mul(v, inv));
+            super::map_inplace(s, self.out, MulBy(inv));
         }
     }
 }

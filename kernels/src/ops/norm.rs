@@ -1,6 +1,6 @@
 //! Row normalisations: layernorm and L2.
 
-use super::{dispatch, expect_len, rows_of, sum_map, OpsError, WithSimd};
+use super::{dispatch, expect_len, rows_of, sum_map, Id, MulBy, OpsError, Square, WithSimd};
 use crate::isa::Isa;
 use crate::simd::Simd;
 
@@ -44,14 +44,41 @@ impl WithSimd for LayerNorm<'_> {
     fn with<S: Simd>(self, s: S) {
         let n = self.cols as f32;
         for row in self.x.chunks_exact_mut(self.cols) {
-            let mean = sum_map(s, row, |v| v) / n;
-            let m = s.splat(mean);
+            let mean = sum_map(s, row, Id) / n;
             let var = sum_sq_dev(s, row, mean) / n;
-            let rstd = s.splat(1.0 / (var + self.eps).sqrt());
-            super::zip_inplace(s, row, self.gamma, |v, g| {
-                s.mul(s.mul(s.sub(v, m), rstd), g)
-            });
-            super::zip_inplace(s, row, self.beta, |v, b| s.add(v, b));
+            let rstd = 1.0 / (var + self.eps).sqrt();
+            affine(s, row, mean, rstd, self.gamma, self.beta);
+        }
+    }
+}
+
+/// `row[i] = (row[i] - mean) * rstd * gamma[i] + beta[i]` in one pass.
+#[inline(always)]
+fn affine<S: Simd>(s: S, row: &mut [f32], mean: f32, rstd: f32, gamma: &[f32], beta: &[f32]) {
+    let (m, r) = (s.splat(mean), s.splat(rstd));
+    let n = row.len().min(gamma.len()).min(beta.len());
+    let full = n / S::LANES * S::LANES;
+    let (x, g, b) = (row.as_mut_ptr(), gamma.as_ptr(), beta.as_ptr());
+    let mut i = 0;
+    while i < full {
+        // SAFETY: `i + LANES <= n`, inside all three slices.
+        unsafe {
+            let v = s.mul(s.sub(s.load(x.add(i)), m), r);
+            s.store(x.add(i), s.fma(v, s.load(g.add(i)), s.load(b.add(i))));
+        }
+        i += S::LANES;
+    }
+    if full < n {
+        let t = n - full;
+        // SAFETY: partial ops touch only the last `t < LANES` floats of each.
+        unsafe {
+            let v = s.mul(s.sub(s.load_partial(x.add(full), t), m), r);
+            let y = s.fma(
+                v,
+                s.load_partial(g.add(full), t),
+                s.load_partial(b.add(full), t),
+            );
+            s.store_partial(x.add(full), t, y);
         }
     }
 }
@@ -96,9 +123,9 @@ impl WithSimd for L2Normalize<'_> {
     #[inline(always)]
     fn with<S: Simd>(self, s: S) {
         for row in self.x.chunks_exact_mut(self.cols) {
-            let norm = sum_map(s, row, |v| s.mul(v, v)).sqrt();
+            let norm = sum_map(s, row, Square).sqrt();
             let inv = s.splat(1.0 / norm.max(self.eps));
-            super::map_inplace(s, row, |v| s.mul(v, inv));
+            super::map_inplace(s, row, MulBy(inv));
         }
     }
 }

@@ -1,6 +1,6 @@
 //! Row-wise softmax with an optional keep-mask.
 
-use super::{dispatch, max, rows_of, OpsError, WithSimd};
+use super::{dispatch, max, rows_of, MulBy, OpsError, WithSimd};
 use crate::isa::Isa;
 use crate::simd::{self, Simd};
 
@@ -52,32 +52,69 @@ impl WithSimd for Softmax<'_> {
                     &k[r * cols..(r + 1) * cols]
                 }
             });
-            if let Some(k) = keep {
-                let mut any = false;
-                for (v, &kept) in row.iter_mut().zip(k) {
-                    if !kept {
-                        *v = f32::NEG_INFINITY;
-                    }
-                    any |= kept;
-                }
-                if !any {
-                    row.fill(0.0);
-                    continue;
-                }
-            }
-            let m = s.splat(max(s, row));
-            super::map_inplace(s, row, |v| simd::exp(s, s.sub(v, m)));
-            if let Some(k) = keep {
-                // exp clamps its input at -87, so masked lanes hold ~1e-38: make them 0.
-                for (v, &kept) in row.iter_mut().zip(k) {
-                    if !kept {
-                        *v = 0.0;
-                    }
-                }
-            }
-            let sum = super::sum_map(s, row, |v| v);
-            let inv = s.splat(1.0 / sum);
-            super::map_inplace(s, row, |v| s.mul(v, inv));
+            softmax_row(s, row, keep);
         }
     }
+}
+
+/// Softmax of one row in place (see [`softmax_rows`] for the mask).
+#[inline(always)]
+pub(crate) fn softmax_row<S: Simd>(s: S, row: &mut [f32], keep: Option<&[bool]>) {
+    if let Some(k) = keep {
+        let mut any = false;
+        for (v, &kept) in row.iter_mut().zip(k) {
+            if !kept {
+                *v = f32::NEG_INFINITY;
+            }
+            any |= kept;
+        }
+        if !any {
+            row.fill(0.0);
+            return;
+        }
+    }
+    let mut sum = exp_sum(s, row, max(s, row));
+    if let Some(k) = keep {
+        // exp clamps its input at -87, so masked lanes hold ~1e-38: make them 0.
+        for (v, &kept) in row.iter_mut().zip(k) {
+            if !kept {
+                sum -= *v;
+                *v = 0.0;
+            }
+        }
+    }
+    super::map_inplace(s, row, MulBy(s.splat(1.0 / sum)));
+}
+
+/// `row[i] = e^(row[i] - max)` in place; returns the sum (one pass).
+#[inline(always)]
+fn exp_sum<S: Simd>(s: S, row: &mut [f32], max: f32) -> f32 {
+    let m = s.splat(max);
+    let lanes = S::LANES;
+    let mut acc = [s.splat(0.0); 2];
+    let full = row.len() / lanes * lanes;
+    let x = row.as_mut_ptr();
+    let mut i = 0;
+    while i < full {
+        // SAFETY: `i + LANES <= row.len()`.
+        unsafe {
+            let e = simd::exp(s, s.sub(s.load(x.add(i)), m));
+            s.store(x.add(i), e);
+            acc[(i / lanes) & 1] = s.add(acc[(i / lanes) & 1], e);
+        }
+        i += lanes;
+    }
+    let mut sum = s.reduce_sum(s.add(acc[0], acc[1]));
+    if full < row.len() {
+        let t = row.len() - full;
+        // SAFETY: partial ops touch only the last `t < LANES` floats; the
+        // masked-off lanes of the partial load are 0 and are not stored,
+        // so only the `t` stored values are summed (below).
+        unsafe {
+            let e = simd::exp(s, s.sub(s.load_partial(x.add(full), t), m));
+            s.store_partial(x.add(full), t, e);
+        }
+        sum += row[full..].iter().sum::<f32>();
+    }
+    sum
 }

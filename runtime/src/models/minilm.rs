@@ -11,6 +11,7 @@ use pinned_kernels::precision::{KernelPaths, PackedWeights, Precision};
 
 use super::safetensors_load::{LoadError, LoadErrorKind, WeightsFile};
 use super::store::{self, matrix_bytes, vector_bytes, NodeStore, WeightPlacement};
+use super::team::ModelTeam;
 use super::tokenize::TextTokenizer;
 
 /// The directory variable tests and the CLI read: it holds
@@ -115,6 +116,10 @@ pub struct LoadOptions {
     pub paths: KernelPaths,
     /// Longest request, in tokens; at most `max_position_embeddings`.
     pub max_seq: usize,
+    /// Threads one request may use when it is the only one in flight
+    /// (the partition's worker count; 1: the worker alone).
+    /// `PINNED_MODEL_THREADS` overrides it.
+    pub threads: usize,
 }
 
 impl Default for LoadOptions {
@@ -124,6 +129,7 @@ impl Default for LoadOptions {
             placement: WeightPlacement::Os,
             paths: KernelPaths::best(),
             max_seq: 512,
+            threads: 1,
         }
     }
 }
@@ -139,6 +145,10 @@ impl LoadOptions {
     }
     pub fn max_seq(mut self, max_seq: usize) -> Self {
         self.max_seq = max_seq;
+        self
+    }
+    pub fn threads(mut self, threads: usize) -> Self {
+        self.threads = threads.max(1);
         self
     }
 }
@@ -191,6 +201,7 @@ pub struct MiniLm {
     pub(crate) name: String,
     pub(crate) tokenizer: Option<TextTokenizer>,
     pub(crate) weights_file: PathBuf,
+    pub(crate) team: ModelTeam,
 }
 
 impl std::fmt::Debug for MiniLm {
@@ -199,6 +210,7 @@ impl std::fmt::Debug for MiniLm {
             .field("name", &self.name)
             .field("precision", &self.options.precision)
             .field("placement", &self.options.placement)
+            .field("threads", &self.team.threads())
             .finish()
     }
 }
@@ -267,7 +279,10 @@ impl MiniLm {
             "minilm-{}l-{}h-{}",
             config.num_hidden_layers, config.hidden_size, options.precision
         );
+        let threads = super::team::threads_or_env(options.threads);
+        let team = ModelTeam::new(threads).map_err(|e| err(LoadErrorKind::Io(e)))?;
         Ok(Self {
+            team,
             config,
             copy_of_cpu: store::copy_index_by_cpu(&copy_nodes),
             replicas,

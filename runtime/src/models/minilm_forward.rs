@@ -2,18 +2,21 @@
 //!
 //! A batch's sequences are packed back to back (no padding rows): the
 //! weight GEMMs see `M = total tokens`, attention runs per sequence and
-//! head on strided views of the fused QKV rows, and each sequence's
-//! output is its mask-weighted mean, L2-normalised. Nothing allocates.
+//! head on strided views of the fused QKV rows (`minilm_attention.rs`),
+//! and each sequence's output is its mask-weighted mean, L2-normalised.
+//! A request alone in flight runs its GEMMs and attention on the model's
+//! team (`team.rs`), else on its worker alone. Nothing allocates.
 
-use pinned_kernels::gemm::{self, BMatrix, Epilogue, MatMut, MatRef, SingleThread};
+use pinned_kernels::gemm::{Epilogue, MatMut, MatRef};
 
 use super::minilm::{MiniLm, Weights};
+use super::minilm_attention::{attention_floats, AttentionIo};
 use super::store;
 use crate::model::{Model, ModelError, Scratch, ScratchSize};
 use pinned_kernels::ops::{self, OpsError};
 
 /// Length of a request: one past its last mask 1 (0 when all padding).
-fn seq_len(mask: &[f32]) -> usize {
+pub(crate) fn seq_len(mask: &[f32]) -> usize {
     mask.iter().rposition(|m| *m != 0.0).map_or(0, |i| i + 1)
 }
 
@@ -23,7 +26,7 @@ pub(crate) const MAX_SEQ: usize = 4096;
 
 /// The mask as keep flags for the ops, `None` when every position counts
 /// (the usual case once trailing padding is cut).
-fn keep_flags<'k>(mask: &[f32], buf: &'k mut [bool; MAX_SEQ]) -> Option<&'k [bool]> {
+pub(crate) fn keep_flags<'k>(mask: &[f32], buf: &'k mut [bool; MAX_SEQ]) -> Option<&'k [bool]> {
     if mask.iter().all(|m| *m != 0.0) {
         return None;
     }
@@ -36,7 +39,7 @@ fn keep_flags<'k>(mask: &[f32], buf: &'k mut [bool; MAX_SEQ]) -> Option<&'k [boo
 
 #[cold]
 #[inline(never)]
-fn op(e: OpsError) -> ModelError {
+pub(crate) fn op(e: OpsError) -> ModelError {
     ModelError::Shape(e.to_string())
 }
 
@@ -47,21 +50,22 @@ struct Buffers<'s> {
     ctx: &'s mut [f32],
     h1: &'s mut [f32],
     ffn: &'s mut [f32],
-    scores: &'s mut [f32],
+    attention: &'s mut [f32],
 }
 
 impl MiniLm {
-    /// Floats of activations for `tokens` tokens, plus one score matrix.
+    /// Floats of activations for `tokens` tokens, plus one attention work
+    /// buffer per thread.
     fn floats_needed(&self, tokens: usize) -> usize {
         let (h, i, s) = (
             self.config.hidden_size,
             self.config.intermediate_size,
             self.options.max_seq,
         );
-        tokens * (6 * h + i) + s * s
+        tokens * (6 * h + i) + self.team.threads() * attention_floats(s, self.config.head_dim())
     }
 
-    fn carve<'s>(&self, floats: &'s mut [f32], tokens: usize) -> Buffers<'s> {
+    fn carve<'s>(&self, floats: &'s mut [f32], tokens: usize, threads: usize) -> Buffers<'s> {
         let (h, i, s) = (
             self.config.hidden_size,
             self.config.intermediate_size,
@@ -78,7 +82,7 @@ impl MiniLm {
             ctx,
             h1,
             ffn,
-            scores: &mut rest[..s * s],
+            attention: &mut rest[..threads * attention_floats(s, self.config.head_dim())],
         }
     }
 
@@ -115,7 +119,9 @@ impl MiniLm {
     ) -> Result<(), ModelError> {
         let cfg = &self.config;
         let (h, s) = (cfg.hidden_size, self.options.max_seq);
-        let (heads, d) = (cfg.num_attention_heads, cfg.head_dim());
+        let lease = self.team.enter();
+        let team = lease.team();
+        let threads = self.team.threads();
         let eps = cfg.layer_norm_eps as f32;
         let paths = &self.options.paths;
         let total = self.check_inputs(batch, inputs)?;
@@ -128,7 +134,7 @@ impl MiniLm {
                 got: floats.len().min(bytes.len()),
             });
         }
-        let buf = self.carve(floats, total);
+        let buf = self.carve(floats, total, threads);
         let isa = paths.f32;
         let mut keep_buf = [false; MAX_SEQ];
         let requests = || {
@@ -158,8 +164,6 @@ impl MiniLm {
         }
         ops::layernorm(isa, buf.x, h, w.embed_ln.0, w.embed_ln.1, eps).map_err(op)?;
 
-        let team = &SingleThread;
-        let scale = 1.0 / (d as f32).sqrt();
         for layer in &w.layers {
             // Q, K and V in one GEMM: qkv = x W_qkv + b.
             layer.qkv.gemm(
@@ -172,46 +176,12 @@ impl MiniLm {
                 &Epilogue::new().bias(layer.qkv_bias),
                 bytes,
             )?;
-            // Attention per sequence and head: softmax(Q K^T / sqrt d) V.
-            let mut start = 0;
-            for (_, mask) in requests() {
-                let len = seq_len(mask);
-                if len == 0 {
-                    continue;
-                }
-                let keep = keep_flags(&mask[..len], &mut keep_buf);
-                let rows = &buf.qkv[start * 3 * h..(start + len) * 3 * h];
-                for head in 0..heads {
-                    let q = MatRef::new(&rows[head * d..], len, d, 3 * h)?;
-                    let k = MatRef::new(&rows[h + head * d..], len, d, 3 * h)?;
-                    let v = MatRef::new(&rows[2 * h + head * d..], len, d, 3 * h)?;
-                    let scores = &mut buf.scores[..len * len];
-                    gemm::sgemm(
-                        isa,
-                        scale,
-                        q,
-                        BMatrix::Plain(k.t()),
-                        0.0,
-                        MatMut::new(scores, len, len, len)?,
-                        &Epilogue::new(),
-                        bytes,
-                    )?;
-                    ops::softmax_rows(isa, scores, len, keep).map_err(op)?;
-                    let p = MatRef::new(scores, len, len, len)?;
-                    let ctx = &mut buf.ctx[start * h + head * d..(start + len) * h];
-                    gemm::sgemm(
-                        isa,
-                        1.0,
-                        p,
-                        BMatrix::Plain(v),
-                        0.0,
-                        MatMut::new(ctx, len, d, h)?,
-                        &Epilogue::new(),
-                        bytes,
-                    )?;
-                }
-                start += len;
-            }
+            let io = AttentionIo {
+                qkv: buf.qkv,
+                ctx: buf.ctx,
+                work: buf.attention,
+            };
+            self.attention(team, batch, inputs, io)?;
             // h1 = layernorm(ctx W_o + b_o + x)
             layer.attn_out.gemm(
                 team,
@@ -258,6 +228,7 @@ impl MiniLm {
             ops::l2_normalize(isa, out, h, 1e-12).map_err(op)?;
             start += len;
         }
+        lease.finish(total);
         Ok(())
     }
 
@@ -373,29 +344,21 @@ impl Model for MiniLm {
     }
 
     fn scratch_size(&self, max_batch: usize) -> ScratchSize {
-        let (s, d) = (self.options.max_seq, self.config.head_dim());
+        let s = self.options.max_seq;
         let tokens = max_batch.max(1) * s;
-        let paths = &self.options.paths;
+        let (paths, threads) = (&self.options.paths, self.team.threads());
         let weight_gemms = self.replicas.first().map_or(0, |r| {
             let l = &r.weights.layers;
             l.iter()
                 .flat_map(|l| [&l.qkv, &l.attn_out, &l.ffn_in, &l.ffn_out])
                 // Blocking depends on M: size for short batches too.
-                .flat_map(|w| [1, s, tokens].map(|m| w.scratch_bytes(m, 1, paths)))
+                .flat_map(|w| [1, s, tokens].map(|m| w.scratch_bytes(m, threads, paths)))
                 .max()
                 .unwrap_or(0)
         });
-        let attention = [1, s]
-            .map(|l| {
-                gemm::gemm_scratch_bytes(l, l, d, paths.f32)
-                    .max(gemm::gemm_scratch_bytes(l, d, l, paths.f32))
-            })
-            .into_iter()
-            .max()
-            .unwrap_or(0);
         ScratchSize {
             floats: self.floats_needed(tokens),
-            bytes: weight_gemms.max(attention),
+            bytes: weight_gemms,
         }
     }
 

@@ -11,10 +11,12 @@
 mod convert;
 pub mod embed;
 pub mod minilm;
+mod minilm_attention;
 mod minilm_forward;
 pub mod mlp;
 pub mod safetensors_load;
 mod store;
+mod team;
 pub mod tokenize;
 
 pub use embed::{embed, EmbedRequest};
@@ -22,4 +24,5 @@ pub use minilm::{BertConfig, LoadOptions, MiniLm, MINILM_DIR_VAR};
 pub use mlp::{MlpManifest, SafetensorsMlp};
 pub use safetensors_load::{LoadError, LoadErrorKind, WeightsFile};
 pub use store::WeightPlacement;
+pub use team::MODEL_THREADS_ENV;
 pub use tokenize::{Encoded, TextTokenizer};
