@@ -72,11 +72,12 @@ const SLOTS: usize = 64;
 /// directory with `config.json` (MiniLM) or an MLP manifest (JSON).
 /// `threads` is what one request may use when it is alone in flight (the
 /// partition's workers; MiniLM lends them to it, as a peer's intra-op
-/// threads serve one request).
+/// threads serve one request), on `cpus` when the partition pins.
 fn load_model(
     p: &PartitionConfig,
     weights: &WeightPlacement,
     threads: usize,
+    cpus: Option<IdList>,
 ) -> Result<Arc<dyn Model>, RunError> {
     let err = |message: String| RunError::Model {
         partition: p.name.clone(),
@@ -106,10 +107,13 @@ fn load_model(
         Precision::Int8 => "int8",
     })
     .map_err(|e| err(e.to_string()))?;
-    let options = LoadOptions::default()
+    let mut options = LoadOptions::default()
         .precision(precision)
         .placement(weights.clone())
         .threads(threads);
+    if let Some(cpus) = cpus {
+        options = options.cpus(cpus);
+    }
     let path = std::path::Path::new(&p.model);
     if path.is_dir() {
         let model = MiniLm::load_dir(path, options).map_err(|e| err(e.to_string()))?;
@@ -255,7 +259,7 @@ pub fn run(config: &RunConfig, label: &str, show_progress: bool) -> Result<RunRe
         })?;
         let policy_set = numa::set_mempolicy(&policy).is_ok();
         let threads = p.workers.filter(|w| *w > 0).unwrap_or(cpus.len());
-        let model = load_model(p, &weights, threads);
+        let model = load_model(p, &weights, threads, p.pin.then(|| cpus.clone()));
         if policy_set {
             let _ = numa::set_mempolicy(&MemPolicy::Default);
         }

@@ -299,6 +299,16 @@ impl ThreadTeam {
 
     /// Starts `threads - 1` workers (the caller is the `threads`-th).
     pub fn new(threads: usize) -> std::io::Result<Self> {
+        Self::with_start(threads, Arc::new(|_| {}))
+    }
+
+    /// As [`Self::new`], each worker first running `on_start(index)` on
+    /// its own thread, before any job: where the caller wants it placed
+    /// (its CPUs, its name), say.
+    pub fn with_start(
+        threads: usize,
+        on_start: Arc<dyn Fn(usize) + Send + Sync>,
+    ) -> std::io::Result<Self> {
         let threads = threads.max(1);
         let shared = Arc::new(Shared {
             generation: AtomicUsize::new(0),
@@ -313,10 +323,14 @@ impl ThreadTeam {
         let mut handles = Vec::with_capacity(threads - 1);
         for index in 1..threads {
             let shared = Arc::clone(&shared);
+            let on_start = Arc::clone(&on_start);
             handles.push(
                 std::thread::Builder::new()
                     .name(format!("gemm-team-{index}"))
-                    .spawn(move || worker(&shared, index))?,
+                    .spawn(move || {
+                        on_start(index);
+                        worker(&shared, index)
+                    })?,
             );
         }
         Ok(Self {

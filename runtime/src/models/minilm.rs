@@ -6,6 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
+use pinned_allocator::IdList;
 use pinned_kernels::gemm::MatRef;
 use pinned_kernels::precision::{KernelPaths, PackedWeights, Precision};
 
@@ -120,6 +121,9 @@ pub struct LoadOptions {
     /// (the partition's worker count; 1: the worker alone).
     /// `PINNED_MODEL_THREADS` overrides it.
     pub threads: usize,
+    /// Where the team's helper threads may run (the partition's CPUs);
+    /// `None`: wherever the loading thread may.
+    pub cpus: Option<IdList>,
 }
 
 impl Default for LoadOptions {
@@ -130,6 +134,7 @@ impl Default for LoadOptions {
             paths: KernelPaths::best(),
             max_seq: 512,
             threads: 1,
+            cpus: None,
         }
     }
 }
@@ -149,6 +154,11 @@ impl LoadOptions {
     }
     pub fn threads(mut self, threads: usize) -> Self {
         self.threads = threads.max(1);
+        self
+    }
+    /// Keeps the team's helper threads on `cpus` (the partition's).
+    pub fn cpus(mut self, cpus: IdList) -> Self {
+        self.cpus = Some(cpus);
         self
     }
 }
@@ -280,7 +290,8 @@ impl MiniLm {
             config.num_hidden_layers, config.hidden_size, options.precision
         );
         let threads = super::team::threads_or_env(options.threads);
-        let team = ModelTeam::new(threads).map_err(|e| err(LoadErrorKind::Io(e)))?;
+        let team = ModelTeam::new(threads, options.cpus.as_ref())
+            .map_err(|e| err(LoadErrorKind::Io(e)))?;
         Ok(Self {
             team,
             config,

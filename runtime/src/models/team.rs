@@ -24,7 +24,12 @@
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::time::Instant;
 
+use std::sync::Arc;
+
+use pinned_allocator::IdList;
 use pinned_kernels::gemm::{SingleThread, Team, ThreadTeam};
+
+use crate::affinity::pin_current_thread;
 
 /// Overrides the threads a model was loaded with (`1`: every request on
 /// its worker alone), to compare both on a machine whose other cores are
@@ -64,10 +69,43 @@ impl std::fmt::Debug for ModelTeam {
 }
 
 impl ModelTeam {
-    /// A team of `threads` (the caller included); none for 0 or 1.
-    pub fn new(threads: usize) -> std::io::Result<Self> {
+    /// A team of `threads` (the caller included); none for 0 or 1. With
+    /// `cpus`, its helper threads run only there (the partition's cores:
+    /// a lent team must not leave the partition's node); a failure to pin
+    /// them fails the load.
+    pub fn new(threads: usize, cpus: Option<&IdList>) -> std::io::Result<Self> {
         let team = if threads > 1 {
-            Some(ThreadTeam::new(threads)?)
+            Some(match cpus {
+                Some(cpus) => {
+                    let cpus = cpus.clone();
+                    let pinned = Arc::new(AtomicUsize::new(0));
+                    let failed = Arc::new(AtomicUsize::new(0));
+                    let (ok, bad) = (Arc::clone(&pinned), Arc::clone(&failed));
+                    let team = ThreadTeam::with_start(
+                        threads,
+                        Arc::new(move |_| {
+                            let counter = match pin_current_thread(&cpus) {
+                                Ok(()) => &ok,
+                                Err(_) => &bad,
+                            };
+                            counter.fetch_add(1, Ordering::Release);
+                        }),
+                    )?;
+                    // Each helper pins itself as it starts.
+                    while pinned.load(Ordering::Acquire) + failed.load(Ordering::Acquire)
+                        < threads - 1
+                    {
+                        std::thread::yield_now();
+                    }
+                    if failed.load(Ordering::Acquire) > 0 {
+                        return Err(std::io::Error::other(
+                            "could not pin the model's team to the partition's CPUs",
+                        ));
+                    }
+                    team
+                }
+                None => ThreadTeam::new(threads)?,
+            })
         } else {
             None
         };
@@ -173,7 +211,7 @@ mod tests {
 
     #[test]
     fn lends_the_team_to_a_lone_request_only() {
-        let t = ModelTeam::new(2).expect("team");
+        let t = ModelTeam::new(2, None).expect("team");
         assert_eq!(t.threads(), 2);
         // No sample yet: alone first, then the team.
         let first = t.enter();
@@ -185,13 +223,50 @@ mod tests {
             let b = t.enter();
             assert_eq!(b.team().threads(), 1, "overlapping request runs alone");
         }
-        let single = ModelTeam::new(1).expect("no team");
+        let single = ModelTeam::new(1, None).expect("no team");
         assert_eq!(single.enter().team().threads(), 1);
     }
 
     #[test]
+    fn helpers_run_only_on_the_given_cpus() {
+        let allowed = crate::affinity::current_affinity().expect("affinity");
+        let last = *allowed.as_slice().last().expect("a CPU");
+        let only = IdList::from_ids(vec![last]);
+        let t = ModelTeam::new(3, Some(&only)).expect("team");
+        // The first lone request runs alone; the next gets the team.
+        t.enter().finish(10);
+        let lease = t.enter();
+        let team = lease.team();
+        assert_eq!(team.threads(), 3);
+        // `run` may hand a late helper's index to the caller: record the
+        // masks of the helper threads themselves (named `gemm-team-*`), and
+        // run until both have shown up.
+        let masks = std::sync::Mutex::new(Vec::new());
+        for _ in 0..10_000 {
+            team.run(&|_| {
+                let me = std::thread::current();
+                if me.name().is_some_and(|n| n.starts_with("gemm-team-")) {
+                    let mask = crate::affinity::thread_affinity(crate::affinity::current_tid());
+                    masks.lock().unwrap().push((me.id(), mask.expect("mask")));
+                }
+            });
+            let mut ids: Vec<_> = masks.lock().unwrap().iter().map(|m| m.0).collect();
+            ids.sort_unstable_by_key(|id| format!("{id:?}"));
+            ids.dedup();
+            if ids.len() == 2 {
+                break;
+            }
+        }
+        let masks = masks.into_inner().unwrap();
+        assert!(!masks.is_empty(), "no helper ever ran a job");
+        for (_, mask) in masks {
+            assert_eq!(mask, only, "a helper ran outside the given CPUs");
+        }
+    }
+
+    #[test]
     fn follows_the_cheaper_mode_and_explores_the_other() {
-        let t = ModelTeam::new(2).expect("team");
+        let t = ModelTeam::new(2, None).expect("team");
         t.record(false, 100.0);
         t.record(true, 300.0);
         let on_team: Vec<bool> = (0..2 * EXPLORE)
