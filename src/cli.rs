@@ -135,6 +135,10 @@ struct E2eArgs {
     /// Worker threads (pinned) = intra-op threads (peer); default one per CPU.
     #[arg(long)]
     workers: Option<usize>,
+    /// pinned's workers alone, when they should differ from the peer's
+    /// threads (e.g. 1: one worker forms whole batches, its GEMMs on all cores).
+    #[arg(long)]
+    pinned_workers: Option<usize>,
     #[arg(long, default_value_t = 1)]
     batch: usize,
     #[arg(long, default_value_t = 0)]
@@ -236,6 +240,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                     precision: Precision::parse(&a.precision)?,
                     cpus: a.cpus,
                     workers: a.workers,
+                    pinned_workers: a.pinned_workers,
                     batch: a.batch,
                     max_wait_us: a.max_wait_us,
                     seq: a.seq,

@@ -67,6 +67,10 @@ pub struct E2eOptions {
     pub precision: Precision,
     pub cpus: Option<String>,
     pub workers: Option<usize>,
+    /// pinned's workers when they should differ from the peer's intra-op
+    /// threads (`workers`): one worker forming whole batches whose GEMMs
+    /// run on a team over all the cores is ONNX Runtime's shape.
+    pub pinned_workers: Option<usize>,
     pub batch: usize,
     pub max_wait_us: u64,
     /// MiniLM tokens per request (the peer's; pinned's harness decides its own input).
@@ -91,6 +95,7 @@ impl Default for E2eOptions {
             precision: Precision::F32,
             cpus: None,
             workers: None,
+            pinned_workers: None,
             batch: 1,
             max_wait_us: 0,
             seq: 128,
@@ -243,7 +248,7 @@ fn pinned_config(
         partitions: vec![PartitionConfig {
             name: "p0".to_owned(),
             cpus: o.cpus.clone(),
-            workers: o.workers,
+            workers: o.pinned_workers.or(o.workers),
             memory: MemoryPlacement::Local,
             batch: o.batch,
             max_wait_us: o.max_wait_us,

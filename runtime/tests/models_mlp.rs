@@ -26,9 +26,15 @@ fn reference() -> Reference {
 }
 
 fn load(precision: Precision) -> SafetensorsMlp {
+    load_on(precision, 1)
+}
+
+/// With `threads > 1` a request alone in flight runs on a team: the first
+/// call alone, the next on the team, then the cheaper (both get tested).
+fn load_on(precision: Precision, threads: usize) -> SafetensorsMlp {
     SafetensorsMlp::load(
         fixtures().join("mlp/tiny_mlp.json"),
-        LoadOptions::default().precision(precision),
+        LoadOptions::default().precision(precision).threads(threads),
     )
     .expect("load")
 }
@@ -36,8 +42,11 @@ fn load(precision: Precision) -> SafetensorsMlp {
 #[test]
 fn matches_numpy_in_every_precision_alone_and_batched() {
     let r = reference();
-    for precision in Precision::ALL {
-        let mlp = load(precision);
+    for (precision, threads) in Precision::ALL
+        .into_iter()
+        .flat_map(|p| [(p, 1), (p, 2), (p, 3)])
+    {
+        let mlp = load_on(precision, threads);
         assert_eq!(mlp.widths(), &r.widths[..]);
         let batch = r.inputs.len();
         let inputs: Vec<f32> = r.inputs.iter().flatten().map(|&v| v as f32).collect();
@@ -60,7 +69,7 @@ fn matches_numpy_in_every_precision_alone_and_batched() {
                 };
                 assert!(
                     ok,
-                    "{precision}, row {b}: cosine {cos}, max abs error {max}"
+                    "{precision} on {threads} threads, row {b}: cosine {cos}, max abs error {max}"
                 );
             }
         }

@@ -71,8 +71,9 @@ const SLOTS: usize = 64;
 /// 1024-4096-1024-4096-1024 MLP), `mlp:256x1024x256` (other widths), a
 /// directory with `config.json` (MiniLM) or an MLP manifest (JSON).
 /// `threads` is what one request may use when it is alone in flight (the
-/// partition's workers; MiniLM lends them to it, as a peer's intra-op
-/// threads serve one request), on `cpus` when the partition pins.
+/// partition's cores; MiniLM and manifest MLPs lend them to it, as a
+/// peer's intra-op threads serve one request), on `cpus` when the
+/// partition pins.
 fn load_model(
     p: &PartitionConfig,
     weights: &WeightPlacement,
@@ -258,7 +259,10 @@ pub fn run(config: &RunConfig, label: &str, show_progress: bool) -> Result<RunRe
             message: e.to_string(),
         })?;
         let policy_set = numa::set_mempolicy(&policy).is_ok();
-        let threads = p.workers.filter(|w| *w > 0).unwrap_or(cpus.len());
+        // A request alone in flight may use every core of the partition:
+        // with one worker per core that is the others' idle time; with one
+        // worker for the partition, its batches always run on all of them.
+        let threads = cpus.len();
         let model = load_model(p, &weights, threads, p.pin.then(|| cpus.clone()));
         if policy_set {
             let _ = numa::set_mempolicy(&MemPolicy::Default);

@@ -13,12 +13,13 @@
 
 use std::path::{Path, PathBuf};
 
-use pinned_kernels::gemm::{Activation, Epilogue, MatMut, MatRef, SingleThread};
+use pinned_kernels::gemm::{Activation, Epilogue, MatMut, MatRef};
 use pinned_kernels::precision::PackedWeights;
 
 use super::minilm::LoadOptions;
 use super::safetensors_load::{LoadError, LoadErrorKind, WeightsFile};
 use super::store::{self, matrix_bytes, vector_bytes, NodeStore};
+use super::team::ModelTeam;
 use crate::model::{Model, ModelError, Scratch, ScratchSize};
 
 /// The manifest file.
@@ -77,6 +78,10 @@ pub struct SafetensorsMlp {
     replicas: Vec<Replica>,
     copy_of_cpu: Vec<u8>,
     name: String,
+    /// Lent to a batch that is alone in flight (see `team.rs`): the GEMMs
+    /// of one batch then run on the partition's cores together, reading
+    /// the weights once for all of its rows.
+    team: ModelTeam,
 }
 
 impl SafetensorsMlp {
@@ -178,12 +183,16 @@ impl SafetensorsMlp {
             let w: Vec<String> = widths.iter().map(usize::to_string).collect();
             format!("mlp-{}-{}", w.join("-"), options.precision)
         });
+        let threads = super::team::threads_or_env(options.threads);
+        let team = ModelTeam::new(threads, options.cpus.as_ref())
+            .map_err(|e| LoadError::new(manifest, None, LoadErrorKind::Io(e)))?;
         Ok(Self {
             widths,
             copy_of_cpu: store::copy_index_by_cpu(&copy_nodes),
             replicas,
             options,
             name,
+            team,
         })
     }
 
@@ -215,7 +224,10 @@ impl Model for SafetensorsMlp {
         let bytes = self.replicas.first().map_or(0, |r| {
             r.layers
                 .iter()
-                .map(|l| l.weights.scratch_bytes(m, 1, &self.options.paths))
+                .map(|l| {
+                    l.weights
+                        .scratch_bytes(m, self.team.threads(), &self.options.paths)
+                })
                 .max()
                 .unwrap_or(0)
         });
@@ -255,6 +267,8 @@ impl Model for SafetensorsMlp {
         let (mut ping, rest) = floats.split_at_mut(half);
         let mut pong = &mut rest[..half];
         let last = layers.len() - 1;
+        let lease = self.team.enter();
+        let team = lease.team();
         for (idx, layer) in layers.iter().enumerate() {
             let (k, n) = (self.widths[idx], self.widths[idx + 1]);
             let a = if idx == 0 {
@@ -272,7 +286,7 @@ impl Model for SafetensorsMlp {
                 &mut pong[..batch * n]
             };
             layer.weights.gemm(
-                &SingleThread,
+                team,
                 &self.options.paths,
                 1.0,
                 MatRef::new(a, batch, k, k)?,
@@ -283,6 +297,7 @@ impl Model for SafetensorsMlp {
             )?;
             std::mem::swap(&mut ping, &mut pong);
         }
+        lease.finish(batch);
         Ok(())
     }
 }
