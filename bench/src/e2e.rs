@@ -249,6 +249,12 @@ fn pinned_config(
             name: "p0".to_owned(),
             cpus: o.cpus.clone(),
             workers: o.pinned_workers.or(o.workers),
+            // Fewer workers than the peer's threads: each request (batch)
+            // gets the peer's thread count as its team.
+            model_threads: o.pinned_workers.map(|_| {
+                o.workers
+                    .unwrap_or_else(|| allowed_cpu_count(o.cpus.as_deref()))
+            }),
             memory: MemoryPlacement::Local,
             batch: o.batch,
             max_wait_us: o.max_wait_us,

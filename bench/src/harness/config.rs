@@ -137,6 +137,10 @@ pub struct PartitionConfig {
     pub pin: bool,
     /// Worker threads; `None` = one per CPU of the set.
     pub workers: Option<usize>,
+    /// Threads one request may use when it is alone in flight (the model's
+    /// team, on the set's CPUs); `None` = the workers' count.
+    #[serde(default)]
+    pub model_threads: Option<usize>,
     pub memory: MemoryPlacement,
     /// Largest batch a worker forms, and how long it waits to fill it.
     pub batch: usize,
@@ -158,6 +162,7 @@ impl Default for PartitionConfig {
             cpus: None,
             pin: true,
             workers: None,
+            model_threads: None,
             memory: MemoryPlacement::Local,
             batch: 1,
             max_wait_us: 0,
@@ -247,6 +252,7 @@ struct FilePartition {
     cpus: Option<String>,
     pin: Option<bool>,
     workers: Option<usize>,
+    model_threads: Option<usize>,
     membind: Option<String>,
     interleave: Option<String>,
     preferred: Option<usize>,
@@ -408,6 +414,7 @@ impl FilePartition {
             cpus: self.cpus,
             pin: self.pin.unwrap_or(d.pin),
             workers: self.workers,
+            model_threads: self.model_threads,
             memory,
             batch: self.batch.unwrap_or(d.batch),
             max_wait_us: self.max_wait_us.unwrap_or(d.max_wait_us),

@@ -70,10 +70,9 @@ const SLOTS: usize = 64;
 /// Builds the model a partition config names: `mlp` (the built-in
 /// 1024-4096-1024-4096-1024 MLP), `mlp:256x1024x256` (other widths), a
 /// directory with `config.json` (MiniLM) or an MLP manifest (JSON).
-/// `threads` is what one request may use when it is alone in flight (the
-/// partition's cores; MiniLM and manifest MLPs lend them to it, as a
-/// peer's intra-op threads serve one request), on `cpus` when the
-/// partition pins.
+/// `threads` is what one request may use when it is alone in flight
+/// (MiniLM and manifest MLPs lend a team of them to it, as a peer's
+/// intra-op threads serve one request), on `cpus` when the partition pins.
 fn load_model(
     p: &PartitionConfig,
     weights: &WeightPlacement,
@@ -259,10 +258,15 @@ pub fn run(config: &RunConfig, label: &str, show_progress: bool) -> Result<RunRe
             message: e.to_string(),
         })?;
         let policy_set = numa::set_mempolicy(&policy).is_ok();
-        // A request alone in flight may use every core of the partition:
-        // with one worker per core that is the others' idle time; with one
-        // worker for the partition, its batches always run on all of them.
-        let threads = cpus.len();
+        // A request alone in flight may use as many threads as the
+        // partition has workers (their idle cores), unless told otherwise:
+        // one worker with a team of every core forms whole batches and
+        // runs each on all of them.
+        let threads = p
+            .model_threads
+            .or(p.workers)
+            .filter(|t| *t > 0)
+            .unwrap_or(cpus.len());
         let model = load_model(p, &weights, threads, p.pin.then(|| cpus.clone()));
         if policy_set {
             let _ = numa::set_mempolicy(&MemPolicy::Default);
