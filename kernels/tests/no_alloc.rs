@@ -60,7 +60,18 @@ fn calls_do_not_allocate() {
         // thread allocates once, e.g. its TLS destructor list) before counting.
         Isa::best();
         pinned_kernels::cache_sizes();
-        gemm::Team::run(&team, &|_| {});
+        // The helper's own start-up allocations must be over: run jobs until
+        // the helper, not the caller (which takes a late helper's index),
+        // has run one. Under load it may not have been scheduled yet.
+        let caller = std::thread::current().id();
+        let helper_ran = std::sync::atomic::AtomicBool::new(false);
+        while !helper_ran.load(Ordering::SeqCst) {
+            gemm::Team::run(&team, &|i| {
+                if i == 1 && std::thread::current().id() != caller {
+                    helper_ran.store(true, Ordering::SeqCst);
+                }
+            });
+        }
 
         let before = ALLOCS.load(Ordering::SeqCst);
         let epi = Epilogue::new().bias(&bias).gelu_tanh().residual(&res, n);
