@@ -240,10 +240,15 @@ mod tests {
         assert_eq!(team.threads(), 3);
         // `run` may hand a late helper's index to the caller: record the
         // masks of the helper threads themselves (named `gemm-team-*`), and
-        // run until both have shown up.
+        // run until both have shown up. The caller's index waits a little,
+        // so that helpers sharing one CPU get to claim theirs (without it,
+        // 10,000 runs sometimes saw no helper at all).
         let masks = std::sync::Mutex::new(Vec::new());
-        for _ in 0..10_000 {
-            team.run(&|_| {
+        for _ in 0..2_000 {
+            team.run(&|i| {
+                if i == 0 {
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
                 let me = std::thread::current();
                 if me.name().is_some_and(|n| n.starts_with("gemm-team-")) {
                     let mask = crate::affinity::thread_affinity(crate::affinity::current_tid());
