@@ -56,22 +56,11 @@ fn calls_do_not_allocate() {
         let gamma = vec![1.0f32; n];
         let keep = vec![true; n];
         let mut pooled = vec![0.0f32; n];
-        // Warm up detection caches (OnceLock) and the team's threads (a new
-        // thread allocates once, e.g. its TLS destructor list) before counting.
+        // Warm up detection caches (OnceLock) before counting. The team's
+        // helper is past its start-up (a new thread allocates once, e.g. its
+        // TLS destructor list): `ThreadTeam::new` returns only then.
         Isa::best();
         pinned_kernels::cache_sizes();
-        // The helper's own start-up allocations must be over: run jobs until
-        // the helper, not the caller (which takes a late helper's index),
-        // has run one. Under load it may not have been scheduled yet.
-        let caller = std::thread::current().id();
-        let helper_ran = std::sync::atomic::AtomicBool::new(false);
-        while !helper_ran.load(Ordering::SeqCst) {
-            gemm::Team::run(&team, &|i| {
-                if i == 1 && std::thread::current().id() != caller {
-                    helper_ran.store(true, Ordering::SeqCst);
-                }
-            });
-        }
 
         let before = ALLOCS.load(Ordering::SeqCst);
         let epi = Epilogue::new().bias(&bias).gelu_tanh().residual(&res, n);

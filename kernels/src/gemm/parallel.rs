@@ -285,6 +285,8 @@ struct Shared {
     job: Mutex<Option<JobPtr>>,
     wake: Condvar,
     shutdown: std::sync::atomic::AtomicBool,
+    /// Workers past their start hook (`with_start` waits for all).
+    started: AtomicUsize,
 }
 
 #[derive(Clone, Copy)]
@@ -304,7 +306,10 @@ impl ThreadTeam {
 
     /// As [`Self::new`], each worker first running `on_start(index)` on
     /// its own thread, before any job: where the caller wants it placed
-    /// (its CPUs, its name), say.
+    /// (its CPUs, its name), say. Returns once every worker has run it and
+    /// is ready for jobs, so nothing of a worker's start-up (its hook, its
+    /// thread-local set-up) happens during the first jobs; an error if a
+    /// worker could not be spawned or ended (its hook panicked) first.
     pub fn with_start(
         threads: usize,
         on_start: Arc<dyn Fn(usize) + Send + Sync>,
@@ -319,6 +324,7 @@ impl ThreadTeam {
             job: Mutex::new(None),
             wake: Condvar::new(),
             shutdown: std::sync::atomic::AtomicBool::new(false),
+            started: AtomicUsize::new(0),
         });
         let mut handles = Vec::with_capacity(threads - 1);
         for index in 1..threads {
@@ -329,15 +335,26 @@ impl ThreadTeam {
                     .name(format!("gemm-team-{index}"))
                     .spawn(move || {
                         on_start(index);
+                        shared.started.fetch_add(1, Ordering::Release);
                         worker(&shared, index)
                     })?,
             );
         }
-        Ok(Self {
+        let team = Self {
             shared,
             handles,
             threads,
-        })
+        };
+        // Dropping `team` on the error path shuts the other workers down.
+        while team.shared.started.load(Ordering::Acquire) < threads - 1 {
+            if team.handles.iter().any(JoinHandle::is_finished) {
+                return Err(std::io::Error::other(
+                    "a GEMM team thread ended while starting",
+                ));
+            }
+            std::thread::yield_now();
+        }
+        Ok(team)
     }
 }
 
@@ -538,5 +555,36 @@ mod tests {
             });
             assert!(done.iter().all(|d| d.load(Ordering::Relaxed) == 1));
         }
+    }
+
+    #[test]
+    fn with_start_returns_after_every_hook_ran() {
+        for threads in 1..5 {
+            let hooks = Arc::new(AtomicUsize::new(0));
+            let seen = Arc::clone(&hooks);
+            let _team = ThreadTeam::with_start(
+                threads,
+                Arc::new(move |_| {
+                    // A slow hook: the return must still wait for it.
+                    std::thread::sleep(Duration::from_millis(5));
+                    seen.fetch_add(1, Ordering::Release);
+                }),
+            )
+            .expect("spawn");
+            assert_eq!(hooks.load(Ordering::Acquire), threads - 1);
+        }
+    }
+
+    #[test]
+    fn with_start_reports_a_worker_that_dies_starting() {
+        let team = ThreadTeam::with_start(
+            3,
+            Arc::new(|i| {
+                if i == 2 {
+                    panic!("hook failed on purpose");
+                }
+            }),
+        );
+        assert!(team.is_err(), "a dead worker must fail the team");
     }
 }

@@ -78,25 +78,17 @@ impl ModelTeam {
             Some(match cpus {
                 Some(cpus) => {
                     let cpus = cpus.clone();
-                    let pinned = Arc::new(AtomicUsize::new(0));
                     let failed = Arc::new(AtomicUsize::new(0));
-                    let (ok, bad) = (Arc::clone(&pinned), Arc::clone(&failed));
+                    let bad = Arc::clone(&failed);
                     let team = ThreadTeam::with_start(
                         threads,
                         Arc::new(move |_| {
-                            let counter = match pin_current_thread(&cpus) {
-                                Ok(()) => &ok,
-                                Err(_) => &bad,
-                            };
-                            counter.fetch_add(1, Ordering::Release);
+                            if pin_current_thread(&cpus).is_err() {
+                                bad.fetch_add(1, Ordering::Release);
+                            }
                         }),
                     )?;
-                    // Each helper pins itself as it starts.
-                    while pinned.load(Ordering::Acquire) + failed.load(Ordering::Acquire)
-                        < threads - 1
-                    {
-                        std::thread::yield_now();
-                    }
+                    // `with_start` returns once every helper has pinned itself.
                     if failed.load(Ordering::Acquire) > 0 {
                         return Err(std::io::Error::other(
                             "could not pin the model's team to the partition's CPUs",
