@@ -63,9 +63,19 @@ impl From<pinned_runtime::RuntimeError> for RunError {
 
 /// How long a host waits for one request before calling the run broken.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-/// Request slots per partition: enough in flight for an open loop at 70%
-/// load to ride out a stall of about 64 service times.
+/// Request slots per partition at the least: enough in flight for an open
+/// loop at 70% load to ride out a stall of about 64 service times.
 const SLOTS: usize = 64;
+
+/// Request slots for a partition of `workers` forming batches of up to
+/// `batch`: every worker a full batch and one more full batch waiting, so
+/// that a closed loop (offline capacity) keeps all workers busy. With a
+/// flat 64 and batch 64, one worker held every request and the others
+/// idled: two workers measured the capacity of one. The peer runner keeps
+/// 64 waiting besides its running batch, the same rule for one engine.
+fn slots_for(batch: usize, workers: usize) -> usize {
+    SLOTS.max(batch.max(1) * (workers.max(1) + 1))
+}
 
 /// Builds the model a partition config names: `mlp` (the built-in
 /// 1024-4096-1024-4096-1024 MLP), `mlp:256x1024x256` (other widths), a
@@ -284,7 +294,7 @@ pub fn run(config: &RunConfig, label: &str, show_progress: bool) -> Result<RunRe
             },
             pin: p.pin,
             workers: p.workers.unwrap_or(0),
-            slots: SLOTS,
+            slots: slots_for(p.batch, p.workers.filter(|w| *w > 0).unwrap_or(cpus.len())),
             ring_capacity: 0,
         };
         partitions.push(runtime.add_partition(rc, model)?);
@@ -705,5 +715,23 @@ fn idle_until_next(
         ));
     } else {
         std::hint::spin_loop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_let_every_worker_hold_a_full_batch_with_one_waiting() {
+        assert_eq!(slots_for(1, 2), SLOTS);
+        assert_eq!(slots_for(0, 0), SLOTS);
+        for (batch, workers) in [(64, 1), (64, 2), (32, 4), (128, 2)] {
+            let slots = slots_for(batch, workers);
+            assert!(
+                slots >= batch * workers + batch,
+                "{batch} x {workers}: {slots}"
+            );
+        }
     }
 }
