@@ -38,7 +38,10 @@ import build_onnx
 import record
 from hdr import Histogram
 
-SLOTS = 64  # request slots, as the harness's partitions (scenario.rs SLOTS)
+# Requests waiting at most (as the harness's least, scenario.rs SLOTS). This
+# loop refills them while no batch runs, so a free engine always finds a full
+# batch: the harness's slots_for gives its workers the same.
+SLOTS = 64
 Z_99 = 2.5758293  # stats.rs: min_samples_for_quantile
 SPIN_BELOW_NS = 200_000  # below this gap the host spins (scenario.rs)
 
