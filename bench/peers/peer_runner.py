@@ -15,7 +15,7 @@ Scenarios, as in ``bench/src/harness/scenario.rs``:
   schedule, so the same seed gives the same send times), latency counted
   from the scheduled send (coordinated omission corrected). Requests
   waiting when the engine frees up go in one batch of up to ``--batch``.
-- ``offline``: ``SLOTS`` requests always queued; batches of ``--batch``.
+- ``offline``: ``slots_for(batch)`` requests always queued; batches of ``--batch``.
 
 A request is one sample (an MLP input row, one MiniLM sequence), as in
 pinned, so TPS counts samples in both records.
@@ -38,10 +38,15 @@ import build_onnx
 import record
 from hdr import Histogram
 
-# Requests waiting at most (as the harness's least, scenario.rs SLOTS). This
-# loop refills them while no batch runs, so a free engine always finds a full
-# batch: the harness's slots_for gives its workers the same.
+# Requests waiting at most: this, or one batch if larger (the harness's
+# least, scenario.rs SLOTS). This loop refills them while no batch runs, so a
+# free engine always finds a full batch: scenario.rs slots_for gives the
+# harness's workers the same.
 SLOTS = 64
+
+
+def slots_for(batch):
+    return max(SLOTS, batch)
 Z_99 = 2.5758293  # stats.rs: min_samples_for_quantile
 SPIN_BELOW_NS = 200_000  # below this gap the host spins (scenario.rs)
 
@@ -222,9 +227,9 @@ def drive(engine, scenario, opts, qps, measure_from, t0, on_window):
                         offered += 1
                     backlog.append(s)
             else:
-                while len(backlog) + len(queue) < SLOTS:
+                while len(backlog) + len(queue) < slots_for(opts.batch):
                     backlog.append(t)
-        while backlog and len(queue) < SLOTS:
+        while backlog and len(queue) < slots_for(opts.batch):
             s = backlog.popleft()
             s = s if schedule is not None else t
             if s >= measure_from:
@@ -408,7 +413,7 @@ def main(argv=None):
         "issue_delay": rec.issue_delay.summary(),
         "queue_wait": rec.queue_wait.summary(),
         "service": rec.service.summary(),
-        "slots": SLOTS,
+        "slots": slots_for(opts.batch),
         "enough_for_p99": rec.completed >= min_samples_for_quantile(0.99),
         "enough_for_p999": rec.completed >= min_samples_for_quantile(0.999),
         "latency_hdr_base64": rec.latency.encode_base64(),
