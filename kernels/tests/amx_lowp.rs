@@ -27,26 +27,17 @@ use pinned_kernels::gemm::{Epilogue, GemmError, MatMut, MatRef, ThreadTeam};
 use pinned_kernels::lowp::{self, Elem, LowpPath, PackedLowp};
 use pinned_kernels::IsaError;
 
+mod common;
+
 const EPS32: f64 = 1.0 / (1u64 << 24) as f64;
 const U_BF16: f64 = 1.0 / 256.0;
 
 /// Deterministic values in [-1, 1) with a few larger outliers (int8
 /// scales are then driven by one element, the hard case).
 fn data(len: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|i| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            let x = (s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0;
-            if i % 97 == 3 {
-                x * 6.0
-            } else {
-                x
-            }
-        })
-        .collect()
+    let mut v = common::uniform(len, seed);
+    v.iter_mut().skip(3).step_by(97).for_each(|x| *x *= 6.0);
+    v
 }
 
 /// One problem: logical A (m x k), B (k x n), and how they are stored.

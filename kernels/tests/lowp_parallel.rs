@@ -12,18 +12,8 @@
 use pinned_kernels::gemm::{Epilogue, MatMut, MatRef, ThreadTeam};
 use pinned_kernels::lowp::{self, Elem, LowpPath, PackedLowp};
 
-/// Deterministic values in [-1, 1).
-fn data(len: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
-        })
-        .collect()
-}
+mod common;
+use common::uniform as data;
 
 /// Rounds of every shape, path and team size (cheap shapes: the point is
 /// many thread rendezvous, not big products).

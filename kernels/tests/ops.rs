@@ -8,28 +8,17 @@
 use pinned_kernels::ops::{self, OpsError};
 use pinned_kernels::Isa;
 
-extern "C" {
-    fn erf(x: f64) -> f64;
-}
-
-fn erf64(x: f64) -> f64 {
-    // SAFETY: libm's erf is a pure function of one double.
-    unsafe { erf(x) }
-}
+mod common;
+use common::erf64;
 
 const EPS: f64 = f32::EPSILON as f64;
 const WIDTHS: [usize; 8] = [1, 3, 8, 15, 16, 17, 33, 100];
 
+/// Deterministic values in `offset +- scale`.
 fn fill(len: usize, seed: u64, scale: f32, offset: f32) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0) * scale + offset
-        })
-        .collect()
+    let mut v = common::uniform(len, seed);
+    v.iter_mut().for_each(|x| *x = *x * scale + offset);
+    v
 }
 
 fn close(got: f32, want: f64, tol: f64, what: &str) {
