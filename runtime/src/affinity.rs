@@ -88,24 +88,73 @@ pub fn current_tid() -> i32 {
 /// ([sched_setaffinity(2)](https://man7.org/linux/man-pages/man2/sched_setaffinity.2.html))
 /// and checks with `sched_getaffinity` that the kernel kept exactly that set.
 pub fn pin_current_thread(cpus: &IdList) -> Result<(), AffinityError> {
+    pin_thread(0, cpus)
+}
+
+/// Pins thread `tid` (a kernel thread id of this process, see
+/// [`current_tid`]; 0: the calling thread) to `cpus`, and checks that the
+/// kernel kept exactly that set.
+pub fn pin_thread(tid: i32, cpus: &IdList) -> Result<(), AffinityError> {
     if cpus.is_empty() {
         return Err(AffinityError::Empty);
     }
     let set = to_cpu_set(cpus)?;
-    // SAFETY: `set` is an initialized cpu_set_t of the size passed; pid 0 is
-    // the calling thread.
-    let rc = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
+    // SAFETY: `set` is an initialized cpu_set_t of the size passed; an
+    // unknown tid is reported as ESRCH, not undefined behaviour.
+    let rc = unsafe { libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &set) };
     if rc != 0 {
         return Err(AffinityError::Set {
             cpus: cpus.clone(),
             source: std::io::Error::last_os_error(),
         });
     }
-    let got = current_affinity()?;
+    let got = if tid == 0 {
+        current_affinity()?
+    } else {
+        thread_affinity(tid)?
+    };
     if &got != cpus {
         return Err(AffinityError::Mismatch {
             wanted: cpus.clone(),
             got,
+        });
+    }
+    Ok(())
+}
+
+/// Pins thread `tid` (0: the calling thread) to the one CPU `cpu`, as
+/// [`pin_thread`] but allocating nothing: callable on a request's path.
+pub fn pin_thread_to_cpu(tid: i32, cpu: usize) -> Result<(), AffinityError> {
+    if cpu >= MAX_CPUS {
+        return Err(AffinityError::CpuTooLarge {
+            cpu,
+            max: MAX_CPUS - 1,
+        });
+    }
+    let size = std::mem::size_of::<libc::cpu_set_t>();
+    // SAFETY: all-zero is the empty cpu_set_t; `cpu < CPU_SETSIZE`.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    unsafe { libc::CPU_SET(cpu, &mut set) };
+    // SAFETY: `set` is an initialized cpu_set_t of the size passed; an
+    // unknown tid is reported as ESRCH.
+    if unsafe { libc::sched_setaffinity(tid, size, &set) } != 0 {
+        return Err(AffinityError::Set {
+            cpus: IdList::from_ids(vec![cpu]),
+            source: std::io::Error::last_os_error(),
+        });
+    }
+    // SAFETY: all-zero is a valid empty cpu_set_t.
+    let mut got: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `got` is writable and of the size passed.
+    if unsafe { libc::sched_getaffinity(tid, size, &mut got) } != 0 {
+        return Err(AffinityError::Get(std::io::Error::last_os_error()));
+    }
+    // SAFETY: `cpu < CPU_SETSIZE`; CPU_COUNT reads the set only.
+    if unsafe { !libc::CPU_ISSET(cpu, &got) || libc::CPU_COUNT(&got) != 1 } {
+        return Err(AffinityError::Mismatch {
+            wanted: IdList::from_ids(vec![cpu]),
+            got: from_cpu_set(&got),
         });
     }
     Ok(())

@@ -17,6 +17,7 @@ pub mod mlp;
 pub mod safetensors_load;
 mod store;
 mod team;
+mod team_placement;
 pub mod tokenize;
 
 pub use embed::{embed, EmbedRequest};

@@ -34,7 +34,7 @@ use std::sync::Arc;
 use pinned_allocator::IdList;
 use pinned_kernels::gemm::{SingleThread, Team, ThreadTeam};
 
-use crate::affinity::pin_current_thread;
+use super::team_placement::HelperPlacement;
 
 /// Overrides the threads a model was loaded with (`1`: every request on
 /// its worker alone), to compare both on a machine whose other cores are
@@ -58,6 +58,8 @@ pub(crate) const EXPLORE_MAX: usize = 8192;
 /// A model's optional team and the bookkeeping that lends it out.
 pub(crate) struct ModelTeam {
     team: Option<ThreadTeam>,
+    /// Where the team's helpers run, when the partition pins.
+    placement: Option<Arc<HelperPlacement>>,
     in_flight: AtomicUsize,
     busy: AtomicBool,
     /// Lone requests started (picks the exploring ones).
@@ -82,39 +84,38 @@ impl std::fmt::Debug for ModelTeam {
 
 impl ModelTeam {
     /// A team of `threads` (the caller included); none for 0 or 1. With
-    /// `cpus`, its helper threads run only there (the partition's cores:
-    /// a lent team must not leave the partition's node); a failure to pin
+    /// `cpus`, each helper thread runs on one of them (the partition's
+    /// cores: a lent team must not leave the partition's node), away from
+    /// the request's own CPU (see [`HelperPlacement`]); a failure to pin
     /// them fails the load.
     pub fn new(threads: usize, cpus: Option<&IdList>) -> std::io::Result<Self> {
-        let team = if threads > 1 {
-            Some(match cpus {
-                Some(cpus) => {
-                    let cpus = cpus.clone();
-                    let failed = Arc::new(AtomicUsize::new(0));
-                    let bad = Arc::clone(&failed);
-                    let team = ThreadTeam::with_start(
-                        threads,
-                        Arc::new(move |_| {
-                            if pin_current_thread(&cpus).is_err() {
-                                bad.fetch_add(1, Ordering::Release);
-                            }
-                        }),
-                    )?;
-                    // `with_start` returns once every helper has pinned itself.
-                    if failed.load(Ordering::Acquire) > 0 {
-                        return Err(std::io::Error::other(
-                            "could not pin the model's team to the partition's CPUs",
-                        ));
-                    }
-                    team
+        let (team, placement) = match cpus {
+            _ if threads <= 1 => (None, None),
+            Some(cpus) => {
+                let placement = Arc::new(HelperPlacement::new(cpus, threads - 1));
+                let failed = Arc::new(AtomicUsize::new(0));
+                let (place, bad) = (Arc::clone(&placement), Arc::clone(&failed));
+                let team = ThreadTeam::with_start(
+                    threads,
+                    Arc::new(move |index| {
+                        if place.start_helper(index - 1).is_err() {
+                            bad.fetch_add(1, Ordering::Release);
+                        }
+                    }),
+                )?;
+                // `with_start` returns once every helper has pinned itself.
+                if failed.load(Ordering::Acquire) > 0 {
+                    return Err(std::io::Error::other(
+                        "could not pin the model's team to the partition's CPUs",
+                    ));
                 }
-                None => ThreadTeam::new(threads)?,
-            })
-        } else {
-            None
+                (Some(team), Some(placement))
+            }
+            None => (Some(ThreadTeam::new(threads)?), None),
         };
         Ok(Self {
             team,
+            placement,
             in_flight: AtomicUsize::new(0),
             busy: AtomicBool::new(false),
             lone: AtomicUsize::new(0),
@@ -142,6 +143,9 @@ impl ModelTeam {
             Some(t) if want_team && !self.busy.swap(true, Ordering::Acquire) => Some(t),
             _ => None,
         };
+        if let (Some(_), Some(placement)) = (team, &self.placement) {
+            placement.keep_off_leader();
+        }
         Lease {
             owner: self,
             team,
@@ -317,6 +321,36 @@ mod tests {
         assert!(!masks.is_empty(), "no helper ever ran a job");
         for (_, mask) in masks {
             assert_eq!(mask, only, "a helper ran outside the given CPUs");
+        }
+    }
+
+    #[test]
+    fn helpers_move_off_the_cpu_of_the_request_that_borrows_them() {
+        let allowed = crate::affinity::current_affinity().expect("affinity");
+        if allowed.len() < 2 {
+            eprintln!("skipped: needs two CPUs to keep one free");
+            return;
+        }
+        let t = ModelTeam::new(3, Some(&allowed)).expect("team");
+        let placement = t.placement.as_ref().expect("pinned team");
+        // The first lone request runs alone; the team is favoured after.
+        t.enter().finish_at(100.0);
+        let cpus: Vec<usize> = allowed.iter().collect();
+        for &leader in cpus.iter().chain(cpus.iter().rev()) {
+            std::thread::scope(|s| {
+                s.spawn(|| {
+                    let only = IdList::from_ids(vec![leader]);
+                    crate::affinity::pin_current_thread(&only).expect("pin");
+                    let lease = t.enter();
+                    assert_eq!(lease.team().threads(), 3);
+                    for mask in placement.helper_masks() {
+                        assert_eq!(mask.len(), 1, "a helper is pinned to one CPU");
+                        assert_ne!(mask, only, "a helper shares the leader's CPU {leader}");
+                        assert_eq!(mask.intersection(&allowed), mask, "outside the partition");
+                    }
+                    lease.finish_at(50.0);
+                });
+            });
         }
     }
 
