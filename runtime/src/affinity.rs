@@ -191,6 +191,30 @@ mod tests {
     }
 
     #[test]
+    fn pins_another_thread_by_its_id() {
+        let allowed = current_affinity().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let other = std::thread::spawn(move || {
+            tx.send(current_tid()).unwrap();
+            done_rx.recv().unwrap();
+        });
+        let tid = rx.recv().unwrap();
+        for cpu in allowed.iter() {
+            pin_thread_to_cpu(tid, cpu).unwrap();
+            assert_eq!(thread_affinity(tid).unwrap(), IdList::from_ids(vec![cpu]));
+        }
+        pin_thread(tid, &allowed).unwrap();
+        assert_eq!(thread_affinity(tid).unwrap(), allowed);
+        assert!(matches!(
+            pin_thread_to_cpu(tid, MAX_CPUS),
+            Err(AffinityError::CpuTooLarge { .. })
+        ));
+        done_tx.send(()).unwrap();
+        other.join().unwrap();
+    }
+
+    #[test]
     fn refuses_empty_and_huge_sets() {
         assert!(matches!(
             pin_current_thread(&IdList::default()),
