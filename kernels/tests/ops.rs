@@ -308,3 +308,117 @@ fn attention_head_matches_reference() {
         "small work buffer refused"
     );
 }
+
+/// AMX products: Q (scaled), K, V and the probabilities are rounded to
+/// bf16 (unit roundoff `u = 2^-8`), sums stay in f32. Per score, `|ds_j|
+/// <= (3u + (d + 2) eps) S_j` with `S_j = scale sum_p |q_p k_jp|` (the
+/// scaled Q rounds once more); a softmax moves by at most a factor
+/// `e^(2 max|ds|) - 1` of each probability; rounding P and V adds `2u +
+/// u^2`, the f32 sums and exp `(len + 8) eps`, all relative to `sum_j P_j
+/// |v_j|`.
+#[test]
+fn attention_head_amx_matches_reference_within_bf16_bounds() {
+    use ops::{attention_amx_work_floats, attention_head_amx, HeadShape};
+    let Some(token) = pinned_kernels::isa::AmxBf16::try_new() else {
+        eprintln!("skipped: this CPU has no AMX-BF16");
+        return;
+    };
+    let u = 1.0 / 256.0;
+    for (rows, len, d) in [
+        (1, 1, 1),
+        (5, 3, 4),
+        (7, 17, 8),
+        (13, 70, 17),
+        (6, 64, 32),
+        (20, 33, 33),
+        (40, 128, 64),
+        (128, 128, 32),
+    ] {
+        for masked in [false, true] {
+            let ld = 3 * d + 5;
+            let ldo = d + 3;
+            let qkv = fill(len.max(rows) * ld, (rows * len + d) as u64, 1.0, 0.0);
+            let (q, k, v) = (&qkv[..], &qkv[d..], &qkv[2 * d..]);
+            let keep: Vec<bool> = (0..len).map(|j| !masked || j % 3 != 1).collect();
+            let scale = 1.0 / (d as f32).sqrt();
+            let mut work = vec![f32::NAN; attention_amx_work_floats(rows, len, d)];
+            let mut out = vec![7.0f32; (rows - 1) * ldo + d];
+            let shape = HeadShape {
+                rows,
+                len,
+                d,
+                ld,
+                ldo,
+            };
+            let mask = masked.then_some(&keep[..]);
+            attention_head_amx(token, shape, scale, q, k, v, mask, &mut work, &mut out).unwrap();
+            for r in 0..rows {
+                let dot = |j: usize, abs: bool| {
+                    let terms = (0..d).map(|p| q[r * ld + p] as f64 * k[j * ld + p] as f64);
+                    let sum: f64 = if abs {
+                        terms.map(f64::abs).sum()
+                    } else {
+                        terms.sum()
+                    };
+                    sum * scale as f64
+                };
+                let s: Vec<f64> = (0..len).map(|j| dot(j, false)).collect();
+                let ds = (0..len)
+                    .map(|j| (3.0 * u + (d + 2) as f64 * EPS) * dot(j, true))
+                    .fold(0.0, f64::max);
+                let m = (0..len)
+                    .filter(|&j| keep[j])
+                    .map(|j| s[j])
+                    .fold(f64::NEG_INFINITY, f64::max);
+                let e: Vec<f64> = (0..len)
+                    .map(|j| if keep[j] { (s[j] - m).exp() } else { 0.0 })
+                    .collect();
+                let z: f64 = e.iter().sum();
+                let rel = ((2.0 * ds).exp() - 1.0) * (1.0 + u) * (1.0 + u)
+                    + 2.0 * u
+                    + u * u
+                    + (len + 8) as f64 * EPS;
+                for c in 0..d {
+                    let want: f64 = (0..len).map(|j| e[j] / z * v[j * ld + c] as f64).sum();
+                    let mass: f64 = (0..len)
+                        .map(|j| e[j] / z * (v[j * ld + c] as f64).abs())
+                        .sum();
+                    let what = format!("amx {rows}x{len}x{d} masked {masked} r{r} c{c}");
+                    close(out[r * ldo + c], want, rel * mass + 1e-7, &what);
+                }
+                if r + 1 < rows {
+                    for c in d..ldo {
+                        assert_eq!(out[r * ldo + c], 7.0, "outside the head untouched");
+                    }
+                }
+            }
+        }
+    }
+    // Bad calls are refused and write nothing.
+    let shape = HeadShape {
+        rows: 2,
+        len: 2,
+        d: 4,
+        ld: 4,
+        ldo: 4,
+    };
+    let x = vec![0.0; 8];
+    let mut out = vec![3.0; 8];
+    let mut small = vec![0.0; 3];
+    let err = attention_head_amx(token, shape, 1.0, &x, &x, &x, None, &mut small, &mut out);
+    assert!(matches!(err, Err(OpsError::Shape { .. })), "{err:?}");
+    let mut work = vec![0.0; attention_amx_work_floats(2, 2, 4)];
+    let err = attention_head_amx(
+        token,
+        shape,
+        1.0,
+        &x[..5],
+        &x,
+        &x,
+        None,
+        &mut work,
+        &mut out,
+    );
+    assert!(matches!(err, Err(OpsError::Shape { .. })), "{err:?}");
+    assert!(out.iter().all(|&o| o == 3.0));
+}

@@ -70,6 +70,40 @@ pub fn attention_head(
     work: &mut [f32],
     out: &mut [f32],
 ) -> Result<(), OpsError> {
+    let HeadShape { rows, len, d, .. } = shape;
+    check_head(shape, q, k, v, keep, out)?;
+    if rows == 0 || len == 0 || d == 0 {
+        return Ok(());
+    }
+    if work.len() < attention_work_floats(rows, len, d) {
+        return Err(OpsError::Shape {
+            what: "attention head",
+            detail: format!("work buffer of {} floats", work.len()),
+        });
+    }
+    let head = Head {
+        shape,
+        scale,
+        q,
+        k,
+        v,
+        keep,
+        work,
+        out,
+    };
+    dispatch(isa, head)
+}
+
+/// The checks every head makes of its operands (not of its work buffer):
+/// strides, Q/K/V/output lengths, the mask's length. Empty heads pass.
+pub(super) fn check_head(
+    shape: HeadShape,
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    keep: Option<&[bool]>,
+    out: &[f32],
+) -> Result<(), OpsError> {
     let HeadShape {
         rows,
         len,
@@ -107,20 +141,7 @@ pub fn attention_head(
             keep.map(<[bool]>::len)
         ));
     }
-    if work.len() < attention_work_floats(rows, len, d) {
-        return bad(format!("work buffer of {} floats", work.len()));
-    }
-    let head = Head {
-        shape,
-        scale,
-        q,
-        k,
-        v,
-        keep,
-        work,
-        out,
-    };
-    dispatch(isa, head)
+    Ok(())
 }
 
 /// A checked call: every pointer below stays inside its slice.

@@ -10,14 +10,18 @@
 //! - [`softmax_rows`]: numerically stable (max subtracted), with an
 //!   optional keep-mask; a fully masked row becomes all zeros.
 //! - [`gelu`], [`gelu_tanh`], [`add`], [`mean_pool`], [`l2_normalize`].
-//! - [`attention_head`]: one head's `softmax(scale Q K^T) V`, fused.
+//! - [`attention_head`]: one head's `softmax(scale Q K^T) V`, fused;
+//!   [`attention_head_amx`] the same with its products on AMX in bf16.
 
 mod attention;
+mod attention_amx;
 mod elementwise;
 mod norm;
 mod softmax;
 
+use attention::check_head;
 pub use attention::{attention_head, attention_work_floats, HeadShape};
+pub use attention_amx::{attention_amx_work_floats, attention_head_amx};
 pub use elementwise::{add, gelu, gelu_tanh, mean_pool};
 pub use norm::{l2_normalize, layernorm};
 pub use softmax::softmax_rows;
