@@ -1,8 +1,8 @@
 //! One attention head with its two products on AMX tiles (`TDPBF16PS`,
 //! bf16 operands, fp32 sums), for models whose weight GEMMs already run
-//! in bf16 or int8: there the fp32 head was a third of a request.
-//! Measured on MiniLM's heads (128 x 128 keys x 32) on one core: see
-//! `attention_head_amx`'s figures in the closing notes of issue #10.
+//! in bf16: there the fp32 head was a third of a request. On MiniLM's
+//! heads (128 queries x 128 keys x 32) on one core: 13 us against the
+//! fp32 head's 23 us, of which the softmax is now 7.
 //!
 //! Same contract as [`attention_head`](super::attention_head). The
 //! operands are rounded to bf16 (nearest even) into the layouts the tile
