@@ -11,7 +11,7 @@
 //! in L1, and the context from `CR x CV` tiles that broadcast the
 //! probabilities and load V's rows.
 
-use super::softmax::softmax_row;
+use super::softmax::softmax_strided;
 use super::{dispatch, OpsError, WithSimd};
 use crate::isa::Isa;
 use crate::simd::Simd;
@@ -177,9 +177,7 @@ impl WithSimd for Head<'_> {
         // SAFETY: `attention_head` checked Q's rows, the work buffer (K^T:
         // `d x lp`, scores: `rows x lp`), and `d <= ld`.
         unsafe { scores_tiles(s, shape, scale, q, kt, scores, lp) };
-        for row in scores.chunks_exact_mut(lp).take(rows) {
-            softmax_row(s, &mut row[..len], keep);
-        }
+        softmax_strided(s, scores, rows, lp, len, keep);
         // SAFETY: as above, for V's rows and the output's.
         unsafe { context_tiles(s, shape, v, scores, lp, out) };
     }

@@ -21,7 +21,7 @@
 
 use core::arch::x86_64::*;
 
-use super::softmax::softmax_row;
+use super::softmax::softmax_strided;
 use super::{check_head, HeadShape, OpsError};
 use crate::amx::{ensure_tiles, tile_kernel, TileOp};
 use crate::bf16::round_to_bf16;
@@ -147,10 +147,9 @@ unsafe fn head(
         pack_rows(q.as_ptr(), ld, rows, d, rp, dk, scale, qa);
         pack_key_panels(k.as_ptr(), ld, len, d, lp, dk, kb);
         products(qa, kb, rp, lp, dk / 32, scores, lp);
-        let s = token.avx512();
-        for r in 0..rows {
-            let row = core::slice::from_raw_parts_mut(scores.add(r * lp), lp);
-            softmax_row(s, &mut row[..len], keep);
+        let all = core::slice::from_raw_parts_mut(scores, rows * lp);
+        softmax_strided(token.avx512(), all, rows, lp, len, keep);
+        for row in all.chunks_exact_mut(lp) {
             row[len..].fill(0.0);
         }
         // Rows past `rows` of P are zeros (their context rows are dropped).

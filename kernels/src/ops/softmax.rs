@@ -132,3 +132,98 @@ fn exp_sum<S: Simd>(s: S, row: &mut [f32], max: f32) -> f32 {
     }
     sum
 }
+
+/// Softmax of `N` unmasked rows at once: `rows[r * stride..][..len]` for
+/// `r < N`, in place. One row's passes are a chain of reductions (max,
+/// then exp and sum, then `1 / sum`, then the scaling), so a row alone
+/// leaves the vector units idle between them; `N` rows interleave `N`
+/// chains. The same softmax as [`softmax_row`] without a mask (its sums
+/// may round differently).
+///
+/// # Panics
+/// If the slice is shorter than `(N - 1) * stride + len` (the callers'
+/// buffers are sized for it).
+#[inline(always)]
+pub(crate) fn softmax_rows_unmasked<S: Simd, const N: usize>(
+    s: S,
+    rows: &mut [f32],
+    stride: usize,
+    len: usize,
+) {
+    assert!(N >= 1 && rows.len() >= (N - 1) * stride + len);
+    let lanes = S::LANES;
+    let full = len / lanes * lanes;
+    let x = rows.as_mut_ptr();
+    let at = |r: usize, i: usize| x.wrapping_add(r * stride + i);
+    let mut m = [s.splat(f32::NEG_INFINITY); N];
+    let mut i = 0;
+    while i < full {
+        for (r, mr) in m.iter_mut().enumerate() {
+            // SAFETY: `i + LANES <= len` inside row `r` (asserted above).
+            *mr = s.max(*mr, unsafe { s.load(at(r, i)) });
+        }
+        i += lanes;
+    }
+    let mut maxima = [0.0f32; N];
+    for (r, (mr, max)) in m.iter().zip(&mut maxima).enumerate() {
+        let tail = (full..len).map(|j| rows[r * stride + j]);
+        *max = tail.fold(s.reduce_max(*mr), f32::max);
+    }
+    let mv = maxima.map(|v| s.splat(v));
+    let mut acc = [s.splat(0.0); N];
+    let mut i = 0;
+    while i < full {
+        for r in 0..N {
+            // SAFETY: as above.
+            unsafe {
+                let e = simd::exp(s, s.sub(s.load(at(r, i)), mv[r]));
+                s.store(at(r, i), e);
+                acc[r] = s.add(acc[r], e);
+            }
+        }
+        i += lanes;
+    }
+    let mut inv = [s.splat(0.0); N];
+    for r in 0..N {
+        let mut sum = s.reduce_sum(acc[r]);
+        if full < len {
+            let t = len - full;
+            // SAFETY: the partial ops touch only the row's last `t` floats.
+            unsafe {
+                let e = simd::exp(s, s.sub(s.load_partial(at(r, full), t), mv[r]));
+                s.store_partial(at(r, full), t, e);
+            }
+            sum += rows[r * stride + full..r * stride + len]
+                .iter()
+                .sum::<f32>();
+        }
+        inv[r] = s.splat(1.0 / sum);
+    }
+    for r in 0..N {
+        super::map_inplace(s, &mut rows[r * stride..r * stride + len], MulBy(inv[r]));
+    }
+}
+
+/// Softmax of `rows` rows of `len` floats, `stride` apart, in place, with
+/// [`softmax_row`]'s mask: unmasked rows go four at a time (see
+/// [`softmax_rows_unmasked`]: a 128 x 128 x 32 head 22.4 -> 21.5 us).
+#[inline(always)]
+pub(crate) fn softmax_strided<S: Simd>(
+    s: S,
+    x: &mut [f32],
+    rows: usize,
+    stride: usize,
+    len: usize,
+    keep: Option<&[bool]>,
+) {
+    let mut r = 0;
+    if keep.is_none() {
+        while r + 4 <= rows {
+            softmax_rows_unmasked::<S, 4>(s, &mut x[r * stride..], stride, len);
+            r += 4;
+        }
+    }
+    for row in x.chunks_mut(stride).skip(r).take(rows - r) {
+        softmax_row(s, &mut row[..len], keep);
+    }
+}
