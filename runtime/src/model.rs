@@ -5,7 +5,8 @@ use pinned_kernels::gemm::{self, BMatrix, Epilogue, GemmError, MatMut, MatRef, P
 use pinned_kernels::{Isa, IsaError};
 
 use crate::memory::{MemoryError, NodeBuffer};
-use pinned_allocator::{Arena, ArenaError, MemPolicy};
+use crate::models::team::{threads_or_env, ModelTeam};
+use pinned_allocator::{Arena, ArenaError, IdList, MemPolicy};
 
 /// Why a model refused or failed a batch. The request gets an error status;
 /// the worker goes on.
@@ -27,6 +28,8 @@ pub enum ModelError {
         needed: usize,
         got: usize,
     },
+    #[error("could not start the model's threads: {0}")]
+    Threads(std::io::Error),
 }
 
 /// Workspace a model needs for one batch of at most `max_batch` requests.
@@ -158,12 +161,15 @@ struct Layer {
 }
 
 /// A dense MLP: `y = W_L(...gelu(W_1 x + b_1)...) + b_L`, GELU (erf) after
-/// every layer but the last, weights packed once at load.
+/// every layer but the last, weights packed once at load. With
+/// [`DenseMlp::with_team`], a batch alone in flight runs its GEMMs on a
+/// team of threads, as the MiniLM and manifest models do.
 pub struct DenseMlp {
     widths: Vec<usize>,
     layers: Vec<Layer>,
     isa: Isa,
     name: String,
+    team: ModelTeam,
 }
 
 impl DenseMlp {
@@ -207,7 +213,16 @@ impl DenseMlp {
             layers,
             isa,
             name,
+            team: ModelTeam::new(1, None).map_err(ModelError::Threads)?,
         })
+    }
+
+    /// Lets a batch alone in flight use `threads` threads (the caller's
+    /// included; `PINNED_MODEL_THREADS` overrides it), their helpers
+    /// pinned to `cpus` when given (the partition's CPUs).
+    pub fn with_team(mut self, threads: usize, cpus: Option<&IdList>) -> Result<Self, ModelError> {
+        self.team = ModelTeam::new(threads_or_env(threads), cpus).map_err(ModelError::Threads)?;
+        Ok(self)
     }
 
     pub fn widths(&self) -> &[usize] {
@@ -257,7 +272,9 @@ impl Model for DenseMlp {
         let gemm_bytes = self
             .widths
             .windows(2)
-            .map(|p| gemm::gemm_scratch_bytes(m, p[1], p[0], self.isa))
+            .map(|p| {
+                gemm::gemm_scratch_bytes_parallel(m, p[1], p[0], self.isa, self.team.threads())
+            })
             .max()
             .unwrap_or(0);
         ScratchSize {
@@ -288,6 +305,7 @@ impl Model for DenseMlp {
             (arena.alloc(half, 0.0f32)?, arena.alloc(half, 0.0f32)?)
         };
         let last = self.layers.len() - 1;
+        let lease = self.team.enter();
         for (i, layer) in self.layers.iter().enumerate() {
             let (k, n) = (self.widths[i], self.widths[i + 1]);
             let a = if i == 0 { inputs } else { &ping[..batch * k] };
@@ -304,7 +322,8 @@ impl Model for DenseMlp {
                 &mut pong[..batch * n]
             };
             let c = MatMut::new(c, batch, n, n)?;
-            gemm::sgemm(
+            gemm::sgemm_parallel(
+                lease.team(),
                 self.isa,
                 1.0,
                 a,
@@ -316,6 +335,7 @@ impl Model for DenseMlp {
             )?;
             std::mem::swap(&mut ping, &mut pong);
         }
+        lease.finish(batch);
         Ok(())
     }
 }
@@ -408,6 +428,32 @@ mod tests {
                 for (got, want) in out[b * 7..(b + 1) * 7].iter().zip(&want) {
                     assert!((got - want).abs() < 1e-3, "batch {batch}: {got} vs {want}");
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn mlp_on_a_team_matches_the_reference_and_the_lone_thread() {
+        let alone = DenseMlp::new(&[70, 300, 33], 9).unwrap();
+        let team = DenseMlp::new(&[70, 300, 33], 9)
+            .unwrap()
+            .with_team(3, None)
+            .unwrap();
+        for batch in [1usize, 2, 17] {
+            let inputs: Vec<f32> = (0..batch * 70).map(|i| (i as f32 * 0.11).cos()).collect();
+            let mut want = vec![0.0; batch * 33];
+            let mut scratch = Scratch::for_model(&alone, batch).unwrap();
+            alone.run(batch, &inputs, &mut want, &mut scratch).unwrap();
+            // The first lone batch runs alone, the next ones on the team.
+            for _ in 0..3 {
+                let mut got = vec![f32::NAN; batch * 33];
+                let mut scratch = Scratch::for_model(&team, batch).unwrap();
+                team.run(batch, &inputs, &mut got, &mut scratch).unwrap();
+                assert_eq!(got, want, "batch {batch}: a team changes no bit");
+            }
+            let reference = team.reference(&inputs[..70]);
+            for (g, w) in want.iter().zip(&reference) {
+                assert!((g - w).abs() < 1e-3, "{g} vs {w}");
             }
         }
     }

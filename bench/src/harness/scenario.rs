@@ -81,8 +81,8 @@ fn slots_for(batch: usize, workers: usize) -> usize {
 /// 1024-4096-1024-4096-1024 MLP), `mlp:256x1024x256` (other widths), a
 /// directory with `config.json` (MiniLM) or an MLP manifest (JSON).
 /// `threads` is what one request may use when it is alone in flight
-/// (MiniLM and manifest MLPs lend a team of them to it, as a peer's
-/// intra-op threads serve one request), on `cpus` when the partition pins.
+/// (every model lends a team of them to it, as a peer's intra-op threads
+/// serve one request), on `cpus` when the partition pins.
 fn load_model(
     p: &PartitionConfig,
     weights: &WeightPlacement,
@@ -108,7 +108,9 @@ fn load_model(
                 .collect::<Result<_, _>>()
                 .map_err(|_| err(format!("'{}' is not mlp:WIDTHxWIDTHx...", p.model)))?,
         };
-        let model = DenseMlp::new(&widths, 1).map_err(|e| err(e.to_string()))?;
+        let model = DenseMlp::new(&widths, 1)
+            .and_then(|m| m.with_team(threads, cpus.as_ref()))
+            .map_err(|e| err(e.to_string()))?;
         return Ok(Arc::new(model));
     }
     let precision = pinned_kernels::precision::Precision::parse(match p.precision {

@@ -16,7 +16,7 @@ mod minilm_forward;
 pub mod mlp;
 pub mod safetensors_load;
 mod store;
-mod team;
+pub(crate) mod team;
 mod team_placement;
 pub mod tokenize;
 
