@@ -317,6 +317,15 @@ fn shapes() -> Vec<Case> {
         epilogue: true,
         ..Case::new(66, 200, 33)
     });
+    // Several row blocks (a 34-row tail with padding) converted one after
+    // another into the same packed rows.
+    v.push(Case {
+        epilogue: true,
+        ..Case::new(290, 300, 70)
+    });
+    // Several K blocks on every path (AMX's KC is 2048 bf16) and several
+    // column blocks: A is converted again for each column block.
+    v.push(Case::new(70, 2100, 400));
     v
 }
 

@@ -147,6 +147,11 @@ pub fn amx_bf16_kernel_gflops(steps: usize, budget: Duration) -> Option<f64> {
                     128,
                     false,
                     a,
+                    super::OutRows {
+                        ptr: accp,
+                        stride: 0,
+                        rows: 0,
+                    },
                 )
             };
         }

@@ -54,6 +54,12 @@ pub(crate) struct KTile {
     /// Data a later call reads, prefetched into L2 while this one runs
     /// (AMX kernels; a hint, any address is allowed).
     pub pf: *const u8,
+    /// Where the tile's result goes in C: `out_rows` rows `out_stride`
+    /// bytes apart, claimed for writing while the products run (AMX
+    /// kernels; a hint like `pf`).
+    pub out: *const u8,
+    pub out_stride: usize,
+    pub out_rows: usize,
 }
 
 /// Bytes of one A chunk: 16 rows x 64 bytes, one AMX tile.
@@ -115,6 +121,11 @@ struct Call {
     a_group: usize,
     row_scales: *mut f32,
     a_u8: bool,
+    /// Each thread converts its A row block by row block, just before the
+    /// block is used, into the packed rows at the start of its own share
+    /// (reused for every block, so they stay in L2); otherwise the caller
+    /// packed all of A up front (threads that split the columns share it).
+    pack_blocks: bool,
 }
 
 // SAFETY: threads write disjoint rows of the packed A and disjoint C
@@ -227,11 +238,16 @@ pub fn gemm_parallel(
         apack: base.wrapping_add(row_scale_bytes(m)),
         a_group: a_group_bytes(elem, layout.kp),
         a_u8: elem == Elem::Int8 && path == LowpPath::Avx512,
+        pack_blocks: false,
     };
     let grid = Grid::choose(m, n, team.threads().max(1));
-    if grid.tm == 1 {
+    let call = Call {
+        pack_blocks: grid.tn == 1,
+        ..call
+    };
+    if !call.pack_blocks {
         // SAFETY: `call` was validated above; no thread runs yet.
-        unsafe { pack_rows(&call, 0, rows_pad(m)) };
+        unsafe { pack_rows(&call, 0, rows_pad(m), 0) };
     }
     let job = |t: usize| {
         if t >= grid.tm * grid.tn {
@@ -241,20 +257,9 @@ pub fn gemm_parallel(
         if blk.rows == 0 || blk.cols == 0 {
             return;
         }
-        if grid.tm > 1 {
-            // Row blocks are whole 32-row units, so the padding rows belong
-            // to the last block alone.
-            let end = if blk.i0 + blk.rows == m {
-                rows_pad(m)
-            } else {
-                blk.i0 + blk.rows
-            };
-            // SAFETY: this thread owns rows i0..end of the packed A.
-            unsafe { pack_rows(&call, blk.i0, end) };
-        }
-        // SAFETY: the block lies inside C and is this thread's alone; the
-        // packed A rows it reads were written before (by this thread, or
-        // by the caller before `team.run`).
+        // SAFETY: the block lies inside C and is this thread's alone; with
+        // `pack_blocks` (one thread per row block) the packed rows of its
+        // share are its own, else the caller packed A before `team.run`.
         unsafe { dispatch(path, &call, blk) };
     };
     team.run(&job);
@@ -305,21 +310,24 @@ impl Grid {
     }
 }
 
-/// Converts rows `r0..r1` of A into the packed buffer (rows `>= m` are
-/// zeroed) and records their scales (int8).
+/// Converts rows `r0..r1` of A into the packed buffer at rows `at..at +
+/// r1 - r0` (rows `>= m` are zeroed) and records their scales (int8, at
+/// the rows' own index).
 ///
 /// # Safety
-/// `call` satisfies its invariants, `r1 <= rows_pad(m)`, and no other
-/// thread touches these packed rows meanwhile.
-unsafe fn pack_rows(call: &Call, r0: usize, r1: usize) {
+/// `call` satisfies its invariants, `r1 <= rows_pad(m)`, `at + r1 - r0 <=
+/// rows_pad(m)`, `at % 16 == r0 % 16`, and no other thread touches these
+/// packed rows or scales meanwhile.
+unsafe fn pack_rows(call: &Call, r0: usize, r1: usize, at: usize) {
     let avx512 = Avx512::try_new();
     let (k, kp, elem) = (call.layout.k, call.layout.kp, call.layout.elem);
     let step = elem.k_step();
     for r in r0..r1 {
-        // SAFETY: chunk `t` of row `r < rows_pad(m)` is 64 bytes inside the
-        // packed A (invariants), exclusively ours.
+        let to = at + (r - r0);
+        // SAFETY: chunk `t` of packed row `to < rows_pad(m)` is 64 bytes
+        // inside the packed A (invariants), exclusively ours.
         let chunk = |t: usize| unsafe {
-            core::slice::from_raw_parts_mut(call.apack.add(a_offset(r, t * 64, call.a_group)), 64)
+            core::slice::from_raw_parts_mut(call.apack.add(a_offset(to, t * 64, call.a_group)), 64)
         };
         // SAFETY: as above, for the row's scale.
         let scale = unsafe { &mut *call.row_scales.add(r) };
@@ -330,7 +338,7 @@ unsafe fn pack_rows(call: &Call, r0: usize, r1: usize) {
         }
         let src = call.a.wrapping_add(r * call.rs);
         if let (1, Some(t)) = (call.cs, avx512) {
-            let base = call.apack.wrapping_add(a_offset(r, 0, call.a_group));
+            let base = call.apack.wrapping_add(a_offset(to, 0, call.a_group));
             // SAFETY: row `r < m` of A is readable for `k` contiguous
             // floats; its `kp / step` chunks are 64 bytes each, A_CHUNK apart,
             // inside the packed A; `k <= kp`.
@@ -512,7 +520,9 @@ fn k_block<K: LowpKernel>(rows: usize, kp: usize) -> usize {
 /// full [`NC`], and each A row block is fetched from L3 once per 2048
 /// columns instead of once per ~350 (measured at 2048^3 bf16, by thread
 /// CPU time, three alternating runs: 1081-1105 GFLOP/s at NC = 352,
-/// 1128-1151 at 2048). `PINNED_LOWP_MC` / `PINNED_LOWP_NC` override.
+/// 1128-1151 at 2048). (When each thread converts its own A block by
+/// block, [`drive`] takes all columns in one block instead.)
+/// `PINNED_LOWP_MC` / `PINNED_LOWP_NC` override.
 fn blocks<K: LowpKernel>(kc: usize, one_k_block: bool) -> (usize, usize) {
     static OVERRIDE: OnceLock<(Option<usize>, Option<usize>)> = OnceLock::new();
     let (fm, fn_) = *OVERRIDE.get_or_init(|| {
@@ -552,6 +562,20 @@ unsafe fn drive<K: LowpKernel>(k: K, call: &Call, blk: Block) {
     let k_blocks = l.kp.div_ceil(kc_max).max(1);
     // MC: the A block (MC x KC bytes) takes half of L2.
     let (mc, nc) = blocks::<K>(kc_max, k_blocks == 1);
+    // Converted block by block, A is packed again for every column block:
+    // with one K block nothing keeps C's columns blocked, so there is one.
+    // Row blocks stay whole 32-row units (the packed layout's 16-row
+    // groups line up wherever a block lands).
+    let (mc, nc) = if call.pack_blocks {
+        let nc = if k_blocks == 1 {
+            blk.cols.next_multiple_of(NR)
+        } else {
+            nc
+        };
+        ((mc / ROW_PAD).max(1) * ROW_PAD, nc)
+    } else {
+        (mc, nc)
+    };
     let mut buf = Staging([0.0; 32 * 32]);
     let stage = buf.0.as_mut_ptr();
     // With several K blocks and beta = 0, C itself holds the raw partial
@@ -570,6 +594,20 @@ unsafe fn drive<K: LowpKernel>(k: K, call: &Call, blk: Block) {
         // stays in L2 while the K slices accumulate into it.
         for ic in (0..blk.rows).step_by(mc) {
             let mcb = mc.min(blk.rows - ic);
+            // Packed row of the block's first row.
+            let a_row0 = if call.pack_blocks {
+                // The padding rows past M belong to the last block.
+                let r0 = blk.i0 + ic;
+                let r1 = (r0 + mcb).next_multiple_of(ROW_PAD).min(rows_pad(call.m));
+                // SAFETY: rows r0..r1 are this thread's (whole 32-row units,
+                // the padding with the last block), and so are the packed
+                // rows blk.i0.. they land in (`r1 - r0 <= mc` of its share,
+                // `blk.i0` and `r0` multiples of 32).
+                unsafe { pack_rows(call, r0, r1, blk.i0) };
+                blk.i0
+            } else {
+                blk.i0 + ic
+            };
             // Loop 4 (pc, step KC): the MC x KC slice of A stays in L2 across
             // the column block. With AMX's deep KC (4 KiB of K per row) a
             // KC x 32 B micro-panel is 128 KiB: it streams from L2, not L1
@@ -615,9 +653,11 @@ unsafe fn drive<K: LowpKernel>(k: K, call: &Call, blk: Block) {
                         let i = blk.i0 + ir;
                         let rows = K::MR.min(blk.rows - ir);
                         let c = call.c.wrapping_add(i * call.ldc + j);
-                        let a = call
-                            .apack
-                            .wrapping_add(a_offset(i, pc * esize, call.a_group));
+                        let a = call.apack.wrapping_add(a_offset(
+                            a_row0 + ir - ic,
+                            pc * esize,
+                            call.a_group,
+                        ));
                         // Call `t` of this micro-panel's row tiles prefetches
                         // its share of the next micro-panel's two slices.
                         let off = t * pf_per_call;
@@ -638,6 +678,9 @@ unsafe fn drive<K: LowpKernel>(k: K, call: &Call, blk: Block) {
                             full_k: kcb == l.kp,
                             col_sums: call.col_sums.wrapping_add(j),
                             pf,
+                            out: c.cast(),
+                            out_stride: call.ldc * 4,
+                            out_rows: rows,
                         };
                         let load = raw_in_c && !first;
                         if raw_in_c && !last {

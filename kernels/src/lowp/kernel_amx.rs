@@ -3,7 +3,7 @@
 
 use super::driver::{KTile, LowpKernel};
 use super::Elem;
-use crate::amx::{ensure_tiles, tile_kernel, TileOp};
+use crate::amx::{ensure_tiles, tile_kernel, OutRows, TileOp};
 use crate::isa::{AmxBf16, AmxInt8, Avx512};
 
 /// K block for large-M calls: 4 KiB of K per row (2048 bf16). Measured on
@@ -47,6 +47,11 @@ impl LowpKernel for AmxBf16 {
                 acc_stride,
                 load,
                 t.pf,
+                OutRows {
+                    ptr: t.out,
+                    stride: t.out_stride,
+                    rows: t.out_rows,
+                },
             )
         }
     }
@@ -81,6 +86,11 @@ impl LowpKernel for AmxInt8 {
                 acc_stride,
                 load,
                 t.pf,
+                OutRows {
+                    ptr: t.out,
+                    stride: t.out_stride,
+                    rows: t.out_rows,
+                },
             )
         }
     }
