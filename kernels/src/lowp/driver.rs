@@ -320,6 +320,7 @@ impl Grid {
 /// packed rows or scales meanwhile.
 unsafe fn pack_rows(call: &Call, r0: usize, r1: usize, at: usize) {
     let avx512 = Avx512::try_new();
+    let bf16_isa = Avx512Bf16::try_new();
     let (k, kp, elem) = (call.layout.k, call.layout.kp, call.layout.elem);
     let step = elem.k_step();
     for r in r0..r1 {
@@ -344,9 +345,12 @@ unsafe fn pack_rows(call: &Call, r0: usize, r1: usize, at: usize) {
             // inside the packed A; `k <= kp`.
             unsafe {
                 match elem {
-                    Elem::Bf16 => {
-                        crate::bf16::convert_to_chunks(t, src, k, kp / step, base, A_CHUNK)
-                    }
+                    Elem::Bf16 => match bf16_isa {
+                        Some(b) => {
+                            crate::bf16::convert_to_chunks_bf16(b, src, k, kp / step, base, A_CHUNK)
+                        }
+                        None => crate::bf16::convert_to_chunks(t, src, k, kp / step, base, A_CHUNK),
+                    },
                     Elem::Int8 => {
                         let row = core::slice::from_raw_parts(src, k);
                         *scale = crate::quant::row_scale(avx512, row);
