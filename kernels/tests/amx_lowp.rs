@@ -324,8 +324,17 @@ fn shapes() -> Vec<Case> {
         ..Case::new(290, 300, 70)
     });
     // Several K blocks on every path (AMX's KC is 2048 bf16) and several
-    // column blocks: A is converted again for each column block.
+    // column blocks: A is converted again for each column block. On AMX
+    // (more than 64 rows, K beyond one strip slice) the strip order, with
+    // a K tail slice shorter than the others.
     v.push(Case::new(70, 2100, 400));
+    // The strip order with beta and an epilogue, two row strips (160 rows)
+    // and a last row tile of at most 16 rows (the one-row kernel).
+    v.push(Case {
+        beta: -1.5,
+        epilogue: true,
+        ..Case::new(164, 600, 40)
+    });
     v
 }
 

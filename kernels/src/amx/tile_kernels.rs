@@ -50,7 +50,7 @@ pub(crate) const PF_STEP: usize = 512;
 /// the next step are reloaded as soon as the last product reading them
 /// has issued (tiles are not renamed), and 8 lines of `pf` go to L2.
 macro_rules! two_row_step {
-    ($op:literal) => {
+    ($op:literal, $aload:literal) => {
         concat!(
             "add {a}, {bstep}\n",
             "add {a2}, {bstep}\n",
@@ -62,7 +62,8 @@ macro_rules! two_row_step {
             "prefetcht1 [{pf} + 64]\n",
             $op,
             " tmm1, tmm4, tmm7\n",
-            "tileloadd tmm4, [{a} + {s64}*1]\n",
+            $aload,
+            " tmm4, [{a} + {s64}*1]\n",
             "prefetcht1 [{pf} + 128]\n",
             "prefetcht1 [{pf} + 192]\n",
             $op,
@@ -73,7 +74,8 @@ macro_rules! two_row_step {
             $op,
             " tmm3, tmm5, tmm7\n",
             "tileloadd tmm7, [{b1} + {s64}*1]\n",
-            "tileloadd tmm5, [{a2} + {s64}*1]\n",
+            $aload,
+            " tmm5, [{a2} + {s64}*1]\n",
             "prefetcht1 [{pf} + 384]\n",
             "prefetcht1 [{pf} + 448]\n",
             "add {pf}, {pfstep}\n",
@@ -82,7 +84,7 @@ macro_rules! two_row_step {
 }
 
 macro_rules! tile_kernel_fn {
-    ($name:ident, $op:literal, two_rows) => {
+    ($name:ident, $op:literal, $aload:literal, two_rows) => {
         /// # Safety
         /// As [`tile_kernel`] with two row tiles.
         #[inline(never)]
@@ -112,14 +114,14 @@ macro_rules! tile_kernel_fn {
                     "tilezero tmm2",
                     "tilezero tmm3",
                     "2:",
-                    "tileloadd tmm4, [{a} + {s64}*1]",
+                    concat!($aload, " tmm4, [{a} + {s64}*1]"),
                     "tileloadd tmm6, [{b0} + {s64}*1]",
                     "tileloadd tmm7, [{b1} + {s64}*1]",
-                    "tileloadd tmm5, [{a2} + {s64}*1]",
+                    concat!($aload, " tmm5, [{a2} + {s64}*1]"),
                     "test {n1}, {n1}",
                     "jz 6f",
                     "5:",
-                    two_row_step!($op),
+                    two_row_step!($op, $aload),
                     "prefetchw [{oc}]",
                     "prefetchw [{oc} + 64]",
                     "add {oc}, {ocs}",
@@ -129,7 +131,7 @@ macro_rules! tile_kernel_fn {
                     "test {n2}, {n2}",
                     "jz 4f",
                     "7:",
-                    two_row_step!($op),
+                    two_row_step!($op, $aload),
                     "dec {n2}",
                     "jnz 7b",
                     "4:",
@@ -217,9 +219,11 @@ macro_rules! tile_kernel_fn {
     };
 }
 
-tile_kernel_fn!(bf16_2x2, "tdpbf16ps", two_rows);
+tile_kernel_fn!(bf16_2x2, "tdpbf16ps", "tileloadd", two_rows);
+tile_kernel_fn!(bf16_2x2_stream_a, "tdpbf16ps", "tileloaddt1", two_rows);
 tile_kernel_fn!(bf16_1x2, "tdpbf16ps", one_row);
-tile_kernel_fn!(int8_2x2, "tdpbssd", two_rows);
+tile_kernel_fn!(int8_2x2, "tdpbssd", "tileloadd", two_rows);
+tile_kernel_fn!(int8_2x2_stream_a, "tdpbssd", "tileloaddt1", two_rows);
 tile_kernel_fn!(int8_1x2, "tdpbssd", one_row);
 
 /// Accumulates `acc += A * [B0 B1]` for 32 (or, with `two_row_tiles ==
@@ -244,10 +248,16 @@ tile_kernel_fn!(int8_1x2, "tdpbssd", one_row);
 /// call will read. (The one-row form serves at most 16 rows, where each B
 /// micro-panel streams past once and the hardware prefetchers do better
 /// alone: measured 2-3% slower with it at M = 1 and 16.)
+///
+/// `a_streams` (two-row form): A is read once and B again by the next
+/// calls, so A is loaded with `TILELOADDT1` (no reuse) and B stays in L1
+/// (the driver's strip order). With whole-K calls, where nothing stays in
+/// L1, the hint measured 2% slower.
 #[inline]
 pub(crate) unsafe fn tile_kernel(
     op: TileOp,
     two_row_tiles: bool,
+    a_streams: bool,
     a: *const u8,
     a_group: usize,
     b0: *const u8,
@@ -263,6 +273,12 @@ pub(crate) unsafe fn tile_kernel(
     // SAFETY: the caller's contract, unchanged.
     unsafe {
         match (op, two_row_tiles) {
+            (TileOp::Bf16, true) if a_streams => {
+                bf16_2x2_stream_a(a, a_group, b0, b1, steps, acc, acc_stride, load, pf, out)
+            }
+            (TileOp::Int8, true) if a_streams => {
+                int8_2x2_stream_a(a, a_group, b0, b1, steps, acc, acc_stride, load, pf, out)
+            }
             (TileOp::Bf16, true) => {
                 bf16_2x2(a, a_group, b0, b1, steps, acc, acc_stride, load, pf, out)
             }

@@ -60,6 +60,9 @@ pub(crate) struct KTile {
     pub out: *const u8,
     pub out_stride: usize,
     pub out_rows: usize,
+    /// A is read once per call and B again by the next calls (the strip
+    /// order): AMX loads A with the no-reuse hint, keeping B in L1.
+    pub a_streams: bool,
 }
 
 /// Bytes of one A chunk: 16 rows x 64 bytes, one AMX tile.
@@ -82,6 +85,10 @@ pub(crate) trait LowpKernel: Copy {
     const A_U8: bool;
     /// K block (elements) for blocks with many rows.
     const KC: usize;
+    /// K block of the strip order ([`drive_strips`]), 0 for none: for
+    /// kernels whose accumulators can only live in memory between calls
+    /// anyway (AMX), and that stream A past a B slice kept in L1.
+    const STRIP_KC: usize = 0;
     type S: Simd;
     fn simd(self) -> Self::S;
     /// Per-thread setup before the first tile (AMX: tile configuration).
@@ -564,14 +571,15 @@ unsafe fn drive<K: LowpKernel>(k: K, call: &Call, blk: Block) {
     let esize = l.elem.bytes();
     let kc_max = k_block::<K>(blk.rows, l.kp);
     let k_blocks = l.kp.div_ceil(kc_max).max(1);
+    let strip_kc = strip_kc::<K>(blk.rows, l.kp);
     // MC: the A block (MC x KC bytes) takes half of L2.
-    let (mc, nc) = blocks::<K>(kc_max, k_blocks == 1);
+    let (mc, nc) = blocks::<K>(kc_max, k_blocks == 1 || strip_kc > 0);
     // Converted block by block, A is packed again for every column block:
     // with one K block nothing keeps C's columns blocked, so there is one.
     // Row blocks stay whole 32-row units (the packed layout's 16-row
     // groups line up wherever a block lands).
     let (mc, nc) = if call.pack_blocks {
-        let nc = if k_blocks == 1 {
+        let nc = if k_blocks == 1 || strip_kc > 0 {
             blk.cols.next_multiple_of(NR)
         } else {
             nc
@@ -580,6 +588,9 @@ unsafe fn drive<K: LowpKernel>(k: K, call: &Call, blk: Block) {
     } else {
         (mc, nc)
     };
+    // The strip order keeps a row block's partial sums in `strip`.
+    let mc = if strip_kc > 0 { mc.min(STRIP_ROWS) } else { mc };
+    let mut strip = Strip([0.0; STRIP_ROWS * 32]);
     let mut buf = Staging([0.0; 32 * 32]);
     let stage = buf.0.as_mut_ptr();
     // With several K blocks and beta = 0, C itself holds the raw partial
@@ -612,6 +623,20 @@ unsafe fn drive<K: LowpKernel>(k: K, call: &Call, blk: Block) {
             } else {
                 blk.i0 + ic
             };
+            if strip_kc > 0 {
+                let next_block = ic + mc < blk.rows;
+                let rows = RowBlock {
+                    ic,
+                    mcb,
+                    a_row0,
+                    next_block,
+                };
+                // SAFETY: as for the loops below: the block's packed rows
+                // are written, `strip_kc` is a positive multiple of the K
+                // step, `mcb <= mc <= STRIP_ROWS`.
+                unsafe { drive_strips(k, call, blk, rows, jc, ncb, strip_kc, &mut strip) };
+                continue;
+            }
             // Loop 4 (pc, step KC): the MC x KC slice of A stays in L2 across
             // the column block. With AMX's deep KC (4 KiB of K per row) a
             // KC x 32 B micro-panel is 128 KiB: it streams from L2, not L1
@@ -685,6 +710,7 @@ unsafe fn drive<K: LowpKernel>(k: K, call: &Call, blk: Block) {
                             out: c.cast(),
                             out_stride: call.ldc * 4,
                             out_rows: rows,
+                            a_streams: false,
                         };
                         let load = raw_in_c && !first;
                         if raw_in_c && !last {
@@ -748,6 +774,180 @@ unsafe fn drive<K: LowpKernel>(k: K, call: &Call, blk: Block) {
                     }
                 }
             }
+        }
+    }
+}
+
+/// Rows of C's partial-sum strip in the strip order.
+const STRIP_ROWS: usize = 128;
+
+/// A 32-column strip of partial sums: `STRIP_ROWS / 32` tiles of 32 x 32,
+/// each contiguous (rows 128 bytes apart).
+#[repr(C, align(64))]
+struct Strip([f32; STRIP_ROWS * 32]);
+
+/// The strip order's K block: the kernel's [`LowpKernel::STRIP_KC`] (or
+/// `PINNED_LOWP_STRIP_KC`, 0 to turn it off) when the block has more than
+/// 64 rows and K is deeper than one strip block; else 0.
+fn strip_kc<K: LowpKernel>(rows: usize, kp: usize) -> usize {
+    static OVERRIDE: OnceLock<Option<usize>> = OnceLock::new();
+    let forced = *OVERRIDE.get_or_init(|| {
+        std::env::var("PINNED_LOWP_STRIP_KC")
+            .ok()
+            .and_then(|v| v.parse().ok())
+    });
+    if K::STRIP_KC == 0 || rows <= 64 {
+        return 0;
+    }
+    let step = K::ELEM.k_step();
+    let kc = forced.unwrap_or(K::STRIP_KC).next_multiple_of(step);
+    if kc == 0 || kc >= kp {
+        0
+    } else {
+        kc
+    }
+}
+
+/// A row block of loop 3 as [`drive_strips`] sees it.
+#[derive(Clone, Copy)]
+struct RowBlock {
+    ic: usize,
+    mcb: usize,
+    /// Packed row of the block's first row.
+    a_row0: usize,
+    /// Another row block follows (its first B micro-panel is prefetched).
+    next_block: bool,
+}
+
+/// The strip order for one row block: loop 2 (jr) outside the K loop, so
+/// that the partial sums of a 32-column strip of the row block (at most
+/// [`STRIP_ROWS`] rows) stay in L1 (`strip`, 16 KiB) and each `kc`-deep B slice (`kc x 32`,
+/// 16 KiB at 256 bf16) is read from L1 by every row tile after the first,
+/// while the A slices stream from L2 with `TILELOADDT1` (so they do not
+/// push the B slice out). Whole-K calls stream both operands from L2.
+///
+/// Measured with the tile kernel alone on L2-resident operands (best of
+/// 300 ms, this VM): both operands from L2 about 52% of the `TDPBF16PS`
+/// peak, one from L1 about 63%, both from L1 76% (8-step calls; each call
+/// costs about 160 cycles of tile pipeline fill and drain, hence not
+/// shorter K slices). In the 2048^3 GEMM (thread CPU time, 4 interleaved
+/// runs): bf16 1160-1190 -> 1251-1292 GFLOP/s, int8 1759-1908 -> 1977-2068
+/// GOP/s; KC 512 (a 32 KiB slice) measured 3-6% below 256, and row blocks
+/// above 128 rows lost (MC 256: -5 to -10%).
+///
+/// # Safety
+/// As [`drive`]; `rb.mcb <= STRIP_ROWS`, the block's packed A rows are
+/// written, `kc % k_step == 0`, `0 < kc`.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+unsafe fn drive_strips<K: LowpKernel>(
+    k: K,
+    call: &Call,
+    blk: Block,
+    rb: RowBlock,
+    jc: usize,
+    ncb: usize,
+    kc: usize,
+    strip: &mut Strip,
+) {
+    let s = k.simd();
+    let l = &call.layout;
+    let esize = l.elem.bytes();
+    let k_blocks = l.kp.div_ceil(kc);
+    let slice = l.kp * 16 * esize;
+    // Loop 2 (jr, step 32): one B micro-panel, K slice by K slice.
+    for jr in (jc..jc + ncb).step_by(NR) {
+        let j = blk.j0 + jr;
+        let cols = NR.min(blk.cols - jr);
+        let panel = call.b.wrapping_add((j / 16) * l.panel_bytes());
+        // The next micro-panel goes to L2 while this one runs, as in `drive`.
+        let next_j = if jr + NR < jc + ncb {
+            Some(j + NR)
+        } else if rb.next_block {
+            Some(blk.j0 + jc)
+        } else {
+            None
+        };
+        let next_b = next_j.map(|nj| call.b.wrapping_add((nj / 16) * l.panel_bytes()));
+        let mut off = 0;
+        let acc = strip.0.as_mut_ptr();
+        // Loop 4 (pc, step KC): one K slice of the micro-panel, in L1.
+        for kb in 0..k_blocks {
+            let pc = kb * kc;
+            let kcb = kc.min(l.kp - pc);
+            let steps = kcb / l.elem.k_step();
+            // The C rows of each tile are claimed for writing over the last
+            // K slices, `steps - 1` rows per call.
+            let per_call = steps - 1;
+            let first_claim = k_blocks.saturating_sub(K::MR.div_ceil(per_call.max(1)));
+            let b0 = panel.wrapping_add(pc * 16 * esize);
+            // Loop 1 (ir, step MR): one A micro-panel slice, from L2.
+            for (t, ir) in (rb.ic..rb.ic + rb.mcb).step_by(K::MR).enumerate() {
+                let i = blk.i0 + ir;
+                let rows = K::MR.min(blk.rows - ir);
+                let c = call.c.wrapping_add(i * call.ldc + j);
+                let a = call.apack.wrapping_add(a_offset(
+                    rb.a_row0 + ir - rb.ic,
+                    pc * esize,
+                    call.a_group,
+                ));
+                let pf = match next_b {
+                    Some(nb) if off < slice => nb.wrapping_add(off),
+                    Some(nb) if off < 2 * slice => nb.wrapping_add(l.panel_bytes() + off - slice),
+                    _ => a,
+                };
+                off += steps * crate::amx::PF_STEP;
+                let claimed = if per_call > 0 && kb >= first_claim {
+                    ((kb - first_claim) * per_call).min(rows)
+                } else {
+                    rows
+                };
+                let tile = KTile {
+                    rows,
+                    a,
+                    a_group: call.a_group,
+                    b0,
+                    b1: b0.wrapping_add(l.panel_bytes()),
+                    kc: kcb,
+                    full_k: kcb == l.kp,
+                    col_sums: call.col_sums.wrapping_add(j),
+                    pf,
+                    out: c.wrapping_add(claimed * call.ldc).cast(),
+                    out_stride: call.ldc * 4,
+                    out_rows: rows - claimed,
+                    a_streams: true,
+                };
+                // SAFETY: the tile's rows, K slice and panels lie in the
+                // packed A and B (KTile invariants); tile `t` of the strip
+                // holds 32 x 32 values (`t < mcb / 32 <= STRIP_ROWS / 32`).
+                unsafe { k.run(&tile, acc.add(t * 32 * 32).cast(), 128, kb > 0) };
+            }
+        }
+        for (t, ir) in (rb.ic..rb.ic + rb.mcb).step_by(K::MR).enumerate() {
+            let i = blk.i0 + ir;
+            let rows = K::MR.min(blk.rows - ir);
+            let tile = &mut strip.0[t * 32 * 32..(t + 1) * 32 * 32];
+            if K::ELEM == Elem::Int8 {
+                for x in &mut tile[..rows * 32] {
+                    *x = x.to_bits() as i32 as f32;
+                }
+            }
+            let out = Out {
+                alpha: call.alpha,
+                beta: call.beta,
+                load_c: call.beta != 0.0,
+                epilogue: call.epilogue.map(|e| e.offset(i, j)),
+                row_scale: if l.elem == Elem::Int8 {
+                    call.row_scales.wrapping_add(i)
+                } else {
+                    core::ptr::null_mut()
+                },
+                col_scale: call.col_scales.wrapping_add(j),
+            };
+            let c = call.c.wrapping_add(i * call.ldc + j);
+            // SAFETY: (i.., j..) + rows x cols lies inside C (the block
+            // does), row and column scales cover it (int8).
+            unsafe { write_tile(s, tile.as_ptr(), rows, cols, c, call.ldc, &out) };
         }
     }
 }

@@ -14,12 +14,18 @@ use crate::isa::{AmxBf16, AmxInt8, Avx512};
 const KC_BF16: usize = 2048;
 /// Int8 carries twice the K per byte: the same bytes per panel.
 const KC_INT8: usize = 4096;
+/// K block of the strip order (see `drive_strips`): a 512-deep B slice of
+/// two panels is 32 KiB, which stays in L1 (48 KiB) while the A slices
+/// stream past it with `TILELOADDT1`.
+const STRIP_KC_BF16: usize = 256;
+const STRIP_KC_INT8: usize = 512;
 
 impl LowpKernel for AmxBf16 {
     const MR: usize = 32;
     const ELEM: Elem = Elem::Bf16;
     const A_U8: bool = false;
     const KC: usize = KC_BF16;
+    const STRIP_KC: usize = STRIP_KC_BF16;
     type S = Avx512;
     fn simd(self) -> Avx512 {
         self.avx512()
@@ -38,6 +44,7 @@ impl LowpKernel for AmxBf16 {
             tile_kernel(
                 TileOp::Bf16,
                 t.rows > 16,
+                t.a_streams,
                 t.a,
                 t.a_group,
                 t.b0,
@@ -62,6 +69,7 @@ impl LowpKernel for AmxInt8 {
     const ELEM: Elem = Elem::Int8;
     const A_U8: bool = false;
     const KC: usize = KC_INT8;
+    const STRIP_KC: usize = STRIP_KC_INT8;
     type S = Avx512;
     fn simd(self) -> Avx512 {
         self.avx512()
@@ -77,6 +85,7 @@ impl LowpKernel for AmxInt8 {
             tile_kernel(
                 TileOp::Int8,
                 t.rows > 16,
+                t.a_streams,
                 t.a,
                 t.a_group,
                 t.b0,
