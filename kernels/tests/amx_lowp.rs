@@ -228,7 +228,9 @@ fn run(case: &Case, elem: Elem, path: LowpPath, team: Option<&ThreadTeam>) {
     );
     for (which, b) in [("B", &packed), ("B^T", &packed_t)] {
         let mut c = o.c0.clone();
-        let mut scratch = vec![0u8; lowp::scratch_bytes(elem, case.m, case.k)];
+        // Scratch starts as NaN patterns: padding rows the driver leaves
+        // unconverted (M <= 16 zeroes 16 rows, not 32) must not reach C.
+        let mut scratch = vec![0xFFu8; lowp::scratch_bytes(elem, case.m, case.k)];
         let cv = MatMut::new(&mut c, case.m, case.n, o.ldc).expect("C");
         let epi = case.epilogue(&o);
         let result = match team {

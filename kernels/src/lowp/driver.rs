@@ -145,6 +145,18 @@ fn rows_pad(m: usize) -> usize {
     m.next_multiple_of(ROW_PAD)
 }
 
+/// Packed rows any kernel reads: with at most 16 rows every tile is a
+/// one-row-tile AMX call (16 rows) or reads only its own rows, so the
+/// second 16 rows of padding are never zeroed (half the conversion's
+/// stores at M = 1).
+fn rows_read(m: usize) -> usize {
+    if m <= 16 {
+        16
+    } else {
+        rows_pad(m)
+    }
+}
+
 /// Bytes per 16-row group of packed A.
 fn a_group_bytes(elem: Elem, kp: usize) -> usize {
     16 * kp * elem.bytes()
@@ -254,7 +266,7 @@ pub fn gemm_parallel(
     };
     if !call.pack_blocks {
         // SAFETY: `call` was validated above; no thread runs yet.
-        unsafe { pack_rows(&call, 0, rows_pad(m), 0) };
+        unsafe { pack_rows(&call, 0, rows_read(m), 0) };
     }
     let job = |t: usize| {
         if t >= grid.tm * grid.tn {
@@ -613,7 +625,7 @@ unsafe fn drive<K: LowpKernel>(k: K, call: &Call, blk: Block) {
             let a_row0 = if call.pack_blocks {
                 // The padding rows past M belong to the last block.
                 let r0 = blk.i0 + ic;
-                let r1 = (r0 + mcb).next_multiple_of(ROW_PAD).min(rows_pad(call.m));
+                let r1 = (r0 + mcb).next_multiple_of(ROW_PAD).min(rows_read(call.m));
                 // SAFETY: rows r0..r1 are this thread's (whole 32-row units,
                 // the padding with the last block), and so are the packed
                 // rows blk.i0.. they land in (`r1 - r0 <= mc` of its share,
