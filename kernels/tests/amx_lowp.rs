@@ -219,7 +219,9 @@ fn run(case: &Case, elem: Elem, path: LowpPath, team: Option<&ThreadTeam>) {
     );
     for (which, b) in [("B", &packed), ("B^T", &packed_t)] {
         let mut c = o.c0.clone();
-        let mut scratch = vec![0u8; lowp::scratch_bytes(elem, case.m, case.k)];
+        // Scratch starts as NaN patterns: padding rows the driver leaves
+        // unconverted (M <= 16 zeroes 16 rows, not 32) must not reach C.
+        let mut scratch = vec![0xFFu8; lowp::scratch_bytes(elem, case.m, case.k)];
         let cv = MatMut::new(&mut c, case.m, case.n, o.ldc).expect("C");
         let epi = case.epilogue(&o);
         let result = match team {
@@ -307,6 +309,24 @@ fn shapes() -> Vec<Case> {
         beta: 1.0,
         epilogue: true,
         ..Case::new(66, 200, 33)
+    });
+    // Several row blocks (a 34-row tail with padding) converted one after
+    // another into the same packed rows.
+    v.push(Case {
+        epilogue: true,
+        ..Case::new(290, 300, 70)
+    });
+    // Several K blocks on every path (AMX's KC is 2048 bf16) and several
+    // column blocks: A is converted again for each column block. On AMX
+    // (more than 64 rows, K beyond one strip slice) the strip order, with
+    // a K tail slice shorter than the others.
+    v.push(Case::new(70, 2100, 400));
+    // The strip order with beta and an epilogue, two row strips (160 rows)
+    // and a last row tile of at most 16 rows (the one-row kernel).
+    v.push(Case {
+        beta: -1.5,
+        epilogue: true,
+        ..Case::new(164, 600, 40)
     });
     v
 }

@@ -31,6 +31,11 @@ fn parallel_matches_serial_bit_for_bit() {
         (1, 64, 20, 0.0),
         (130, 70, 40, 0.5),
         (33, 200, 300, 1.0),
+        // Each of 2 or 3 threads converts and runs two row blocks or more.
+        (300, 200, 50, 0.0),
+        // K deeper than the AMX strip slices (256 bf16, 512 int8): partial
+        // sums kept in the strip across K slices.
+        (300, 700, 50, 0.0),
     ];
     for elem in [Elem::Bf16, Elem::Int8] {
         for path in LowpPath::available(elem) {

@@ -19,7 +19,7 @@
 pub mod probe;
 mod tile_kernels;
 
-pub(crate) use tile_kernels::{tile_kernel, TileOp, PF_STEP};
+pub(crate) use tile_kernels::{tile_kernel, OutRows, TileOp, PF_STEP};
 
 use std::cell::Cell;
 

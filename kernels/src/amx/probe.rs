@@ -138,6 +138,7 @@ pub fn amx_bf16_kernel_gflops(steps: usize, budget: Duration) -> Option<f64> {
                 super::tile_kernel(
                     super::TileOp::Bf16,
                     true,
+                    false,
                     a,
                     steps * 1024,
                     b,
@@ -147,6 +148,11 @@ pub fn amx_bf16_kernel_gflops(steps: usize, budget: Duration) -> Option<f64> {
                     128,
                     false,
                     a,
+                    super::OutRows {
+                        ptr: accp,
+                        stride: 0,
+                        rows: 0,
+                    },
                 )
             };
         }

@@ -54,6 +54,15 @@ pub(crate) struct KTile {
     /// Data a later call reads, prefetched into L2 while this one runs
     /// (AMX kernels; a hint, any address is allowed).
     pub pf: *const u8,
+    /// Where the tile's result goes in C: `out_rows` rows `out_stride`
+    /// bytes apart, claimed for writing while the products run (AMX
+    /// kernels; a hint like `pf`).
+    pub out: *const u8,
+    pub out_stride: usize,
+    pub out_rows: usize,
+    /// A is read once per call and B again by the next calls (the strip
+    /// order): AMX loads A with the no-reuse hint, keeping B in L1.
+    pub a_streams: bool,
 }
 
 /// Bytes of one A chunk: 16 rows x 64 bytes, one AMX tile.
@@ -76,6 +85,10 @@ pub(crate) trait LowpKernel: Copy {
     const A_U8: bool;
     /// K block (elements) for blocks with many rows.
     const KC: usize;
+    /// K block of the strip order ([`drive_strips`]), 0 for none: for
+    /// kernels whose accumulators can only live in memory between calls
+    /// anyway (AMX), and that stream A past a B slice kept in L1.
+    const STRIP_KC: usize = 0;
     type S: Simd;
     fn simd(self) -> Self::S;
     /// Per-thread setup before the first tile (AMX: tile configuration).
@@ -115,6 +128,11 @@ struct Call {
     a_group: usize,
     row_scales: *mut f32,
     a_u8: bool,
+    /// Each thread converts its A row block by row block, just before the
+    /// block is used, into the packed rows at the start of its own share
+    /// (reused for every block, so they stay in L2); otherwise the caller
+    /// packed all of A up front (threads that split the columns share it).
+    pack_blocks: bool,
 }
 
 // SAFETY: threads write disjoint rows of the packed A and disjoint C
@@ -125,6 +143,18 @@ unsafe impl Sync for Call {}
 
 fn rows_pad(m: usize) -> usize {
     m.next_multiple_of(ROW_PAD)
+}
+
+/// Packed rows any kernel reads: with at most 16 rows every tile is a
+/// one-row-tile AMX call (16 rows) or reads only its own rows, so the
+/// second 16 rows of padding are never zeroed (half the conversion's
+/// stores at M = 1).
+fn rows_read(m: usize) -> usize {
+    if m <= 16 {
+        16
+    } else {
+        rows_pad(m)
+    }
 }
 
 /// Bytes per 16-row group of packed A.
@@ -227,11 +257,16 @@ pub fn gemm_parallel(
         apack: base.wrapping_add(row_scale_bytes(m)),
         a_group: a_group_bytes(elem, layout.kp),
         a_u8: elem == Elem::Int8 && path == LowpPath::Avx512,
+        pack_blocks: false,
     };
     let grid = Grid::choose(m, n, team.threads().max(1));
-    if grid.tm == 1 {
+    let call = Call {
+        pack_blocks: grid.tn == 1,
+        ..call
+    };
+    if !call.pack_blocks {
         // SAFETY: `call` was validated above; no thread runs yet.
-        unsafe { pack_rows(&call, 0, rows_pad(m)) };
+        unsafe { pack_rows(&call, 0, rows_read(m), 0) };
     }
     let job = |t: usize| {
         if t >= grid.tm * grid.tn {
@@ -241,20 +276,9 @@ pub fn gemm_parallel(
         if blk.rows == 0 || blk.cols == 0 {
             return;
         }
-        if grid.tm > 1 {
-            // Row blocks are whole 32-row units, so the padding rows belong
-            // to the last block alone.
-            let end = if blk.i0 + blk.rows == m {
-                rows_pad(m)
-            } else {
-                blk.i0 + blk.rows
-            };
-            // SAFETY: this thread owns rows i0..end of the packed A.
-            unsafe { pack_rows(&call, blk.i0, end) };
-        }
-        // SAFETY: the block lies inside C and is this thread's alone; the
-        // packed A rows it reads were written before (by this thread, or
-        // by the caller before `team.run`).
+        // SAFETY: the block lies inside C and is this thread's alone; with
+        // `pack_blocks` (one thread per row block) the packed rows of its
+        // share are its own, else the caller packed A before `team.run`.
         unsafe { dispatch(path, &call, blk) };
     };
     team.run(&job);
@@ -305,21 +329,25 @@ impl Grid {
     }
 }
 
-/// Converts rows `r0..r1` of A into the packed buffer (rows `>= m` are
-/// zeroed) and records their scales (int8).
+/// Converts rows `r0..r1` of A into the packed buffer at rows `at..at +
+/// r1 - r0` (rows `>= m` are zeroed) and records their scales (int8, at
+/// the rows' own index).
 ///
 /// # Safety
-/// `call` satisfies its invariants, `r1 <= rows_pad(m)`, and no other
-/// thread touches these packed rows meanwhile.
-unsafe fn pack_rows(call: &Call, r0: usize, r1: usize) {
+/// `call` satisfies its invariants, `r1 <= rows_pad(m)`, `at + r1 - r0 <=
+/// rows_pad(m)`, `at % 16 == r0 % 16`, and no other thread touches these
+/// packed rows or scales meanwhile.
+unsafe fn pack_rows(call: &Call, r0: usize, r1: usize, at: usize) {
     let avx512 = Avx512::try_new();
+    let bf16_isa = Avx512Bf16::try_new();
     let (k, kp, elem) = (call.layout.k, call.layout.kp, call.layout.elem);
     let step = elem.k_step();
     for r in r0..r1 {
-        // SAFETY: chunk `t` of row `r < rows_pad(m)` is 64 bytes inside the
-        // packed A (invariants), exclusively ours.
+        let to = at + (r - r0);
+        // SAFETY: chunk `t` of packed row `to < rows_pad(m)` is 64 bytes
+        // inside the packed A (invariants), exclusively ours.
         let chunk = |t: usize| unsafe {
-            core::slice::from_raw_parts_mut(call.apack.add(a_offset(r, t * 64, call.a_group)), 64)
+            core::slice::from_raw_parts_mut(call.apack.add(a_offset(to, t * 64, call.a_group)), 64)
         };
         // SAFETY: as above, for the row's scale.
         let scale = unsafe { &mut *call.row_scales.add(r) };
@@ -330,15 +358,18 @@ unsafe fn pack_rows(call: &Call, r0: usize, r1: usize) {
         }
         let src = call.a.wrapping_add(r * call.rs);
         if let (1, Some(t)) = (call.cs, avx512) {
-            let base = call.apack.wrapping_add(a_offset(r, 0, call.a_group));
+            let base = call.apack.wrapping_add(a_offset(to, 0, call.a_group));
             // SAFETY: row `r < m` of A is readable for `k` contiguous
             // floats; its `kp / step` chunks are 64 bytes each, A_CHUNK apart,
             // inside the packed A; `k <= kp`.
             unsafe {
                 match elem {
-                    Elem::Bf16 => {
-                        crate::bf16::convert_to_chunks(t, src, k, kp / step, base, A_CHUNK)
-                    }
+                    Elem::Bf16 => match bf16_isa {
+                        Some(b) => {
+                            crate::bf16::convert_to_chunks_bf16(b, src, k, kp / step, base, A_CHUNK)
+                        }
+                        None => crate::bf16::convert_to_chunks(t, src, k, kp / step, base, A_CHUNK),
+                    },
                     Elem::Int8 => {
                         let row = core::slice::from_raw_parts(src, k);
                         *scale = crate::quant::row_scale(avx512, row);
@@ -512,7 +543,9 @@ fn k_block<K: LowpKernel>(rows: usize, kp: usize) -> usize {
 /// full [`NC`], and each A row block is fetched from L3 once per 2048
 /// columns instead of once per ~350 (measured at 2048^3 bf16, by thread
 /// CPU time, three alternating runs: 1081-1105 GFLOP/s at NC = 352,
-/// 1128-1151 at 2048). `PINNED_LOWP_MC` / `PINNED_LOWP_NC` override.
+/// 1128-1151 at 2048). (When each thread converts its own A block by
+/// block, [`drive`] takes all columns in one block instead.)
+/// `PINNED_LOWP_MC` / `PINNED_LOWP_NC` override.
 fn blocks<K: LowpKernel>(kc: usize, one_k_block: bool) -> (usize, usize) {
     static OVERRIDE: OnceLock<(Option<usize>, Option<usize>)> = OnceLock::new();
     let (fm, fn_) = *OVERRIDE.get_or_init(|| {
@@ -550,8 +583,26 @@ unsafe fn drive<K: LowpKernel>(k: K, call: &Call, blk: Block) {
     let esize = l.elem.bytes();
     let kc_max = k_block::<K>(blk.rows, l.kp);
     let k_blocks = l.kp.div_ceil(kc_max).max(1);
+    let strip_kc = strip_kc::<K>(blk.rows, l.kp);
     // MC: the A block (MC x KC bytes) takes half of L2.
-    let (mc, nc) = blocks::<K>(kc_max, k_blocks == 1);
+    let (mc, nc) = blocks::<K>(kc_max, k_blocks == 1 || strip_kc > 0);
+    // Converted block by block, A is packed again for every column block:
+    // with one K block nothing keeps C's columns blocked, so there is one.
+    // Row blocks stay whole 32-row units (the packed layout's 16-row
+    // groups line up wherever a block lands).
+    let (mc, nc) = if call.pack_blocks {
+        let nc = if k_blocks == 1 || strip_kc > 0 {
+            blk.cols.next_multiple_of(NR)
+        } else {
+            nc
+        };
+        ((mc / ROW_PAD).max(1) * ROW_PAD, nc)
+    } else {
+        (mc, nc)
+    };
+    // The strip order keeps a row block's partial sums in `strip`.
+    let mc = if strip_kc > 0 { mc.min(STRIP_ROWS) } else { mc };
+    let mut strip = Strip([0.0; STRIP_ROWS * 32]);
     let mut buf = Staging([0.0; 32 * 32]);
     let stage = buf.0.as_mut_ptr();
     // With several K blocks and beta = 0, C itself holds the raw partial
@@ -570,6 +621,34 @@ unsafe fn drive<K: LowpKernel>(k: K, call: &Call, blk: Block) {
         // stays in L2 while the K slices accumulate into it.
         for ic in (0..blk.rows).step_by(mc) {
             let mcb = mc.min(blk.rows - ic);
+            // Packed row of the block's first row.
+            let a_row0 = if call.pack_blocks {
+                // The padding rows past M belong to the last block.
+                let r0 = blk.i0 + ic;
+                let r1 = (r0 + mcb).next_multiple_of(ROW_PAD).min(rows_read(call.m));
+                // SAFETY: rows r0..r1 are this thread's (whole 32-row units,
+                // the padding with the last block), and so are the packed
+                // rows blk.i0.. they land in (`r1 - r0 <= mc` of its share,
+                // `blk.i0` and `r0` multiples of 32).
+                unsafe { pack_rows(call, r0, r1, blk.i0) };
+                blk.i0
+            } else {
+                blk.i0 + ic
+            };
+            if strip_kc > 0 {
+                let next_block = ic + mc < blk.rows;
+                let rows = RowBlock {
+                    ic,
+                    mcb,
+                    a_row0,
+                    next_block,
+                };
+                // SAFETY: as for the loops below: the block's packed rows
+                // are written, `strip_kc` is a positive multiple of the K
+                // step, `mcb <= mc <= STRIP_ROWS`.
+                unsafe { drive_strips(k, call, blk, rows, jc, ncb, strip_kc, &mut strip) };
+                continue;
+            }
             // Loop 4 (pc, step KC): the MC x KC slice of A stays in L2 across
             // the column block. With AMX's deep KC (4 KiB of K per row) a
             // KC x 32 B micro-panel is 128 KiB: it streams from L2, not L1
@@ -615,9 +694,11 @@ unsafe fn drive<K: LowpKernel>(k: K, call: &Call, blk: Block) {
                         let i = blk.i0 + ir;
                         let rows = K::MR.min(blk.rows - ir);
                         let c = call.c.wrapping_add(i * call.ldc + j);
-                        let a = call
-                            .apack
-                            .wrapping_add(a_offset(i, pc * esize, call.a_group));
+                        let a = call.apack.wrapping_add(a_offset(
+                            a_row0 + ir - ic,
+                            pc * esize,
+                            call.a_group,
+                        ));
                         // Call `t` of this micro-panel's row tiles prefetches
                         // its share of the next micro-panel's two slices.
                         let off = t * pf_per_call;
@@ -638,6 +719,10 @@ unsafe fn drive<K: LowpKernel>(k: K, call: &Call, blk: Block) {
                             full_k: kcb == l.kp,
                             col_sums: call.col_sums.wrapping_add(j),
                             pf,
+                            out: c.cast(),
+                            out_stride: call.ldc * 4,
+                            out_rows: rows,
+                            a_streams: false,
                         };
                         let load = raw_in_c && !first;
                         if raw_in_c && !last {
@@ -701,6 +786,180 @@ unsafe fn drive<K: LowpKernel>(k: K, call: &Call, blk: Block) {
                     }
                 }
             }
+        }
+    }
+}
+
+/// Rows of C's partial-sum strip in the strip order.
+const STRIP_ROWS: usize = 128;
+
+/// A 32-column strip of partial sums: `STRIP_ROWS / 32` tiles of 32 x 32,
+/// each contiguous (rows 128 bytes apart).
+#[repr(C, align(64))]
+struct Strip([f32; STRIP_ROWS * 32]);
+
+/// The strip order's K block: the kernel's [`LowpKernel::STRIP_KC`] (or
+/// `PINNED_LOWP_STRIP_KC`, 0 to turn it off) when the block has more than
+/// 64 rows and K is deeper than one strip block; else 0.
+fn strip_kc<K: LowpKernel>(rows: usize, kp: usize) -> usize {
+    static OVERRIDE: OnceLock<Option<usize>> = OnceLock::new();
+    let forced = *OVERRIDE.get_or_init(|| {
+        std::env::var("PINNED_LOWP_STRIP_KC")
+            .ok()
+            .and_then(|v| v.parse().ok())
+    });
+    if K::STRIP_KC == 0 || rows <= 64 {
+        return 0;
+    }
+    let step = K::ELEM.k_step();
+    let kc = forced.unwrap_or(K::STRIP_KC).next_multiple_of(step);
+    if kc == 0 || kc >= kp {
+        0
+    } else {
+        kc
+    }
+}
+
+/// A row block of loop 3 as [`drive_strips`] sees it.
+#[derive(Clone, Copy)]
+struct RowBlock {
+    ic: usize,
+    mcb: usize,
+    /// Packed row of the block's first row.
+    a_row0: usize,
+    /// Another row block follows (its first B micro-panel is prefetched).
+    next_block: bool,
+}
+
+/// The strip order for one row block: loop 2 (jr) outside the K loop, so
+/// that the partial sums of a 32-column strip of the row block (at most
+/// [`STRIP_ROWS`] rows) stay in L1 (`strip`, 16 KiB) and each `kc`-deep B slice (`kc x 32`,
+/// 16 KiB at 256 bf16) is read from L1 by every row tile after the first,
+/// while the A slices stream from L2 with `TILELOADDT1` (so they do not
+/// push the B slice out). Whole-K calls stream both operands from L2.
+///
+/// Measured with the tile kernel alone on L2-resident operands (best of
+/// 300 ms, this VM): both operands from L2 about 52% of the `TDPBF16PS`
+/// peak, one from L1 about 63%, both from L1 76% (8-step calls; each call
+/// costs about 160 cycles of tile pipeline fill and drain, hence not
+/// shorter K slices). In the 2048^3 GEMM (thread CPU time, 4 interleaved
+/// runs): bf16 1160-1190 -> 1251-1292 GFLOP/s, int8 1759-1908 -> 1977-2068
+/// GOP/s; KC 512 (a 32 KiB slice) measured 3-6% below 256, and row blocks
+/// above 128 rows lost (MC 256: -5 to -10%).
+///
+/// # Safety
+/// As [`drive`]; `rb.mcb <= STRIP_ROWS`, the block's packed A rows are
+/// written, `kc % k_step == 0`, `0 < kc`.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+unsafe fn drive_strips<K: LowpKernel>(
+    k: K,
+    call: &Call,
+    blk: Block,
+    rb: RowBlock,
+    jc: usize,
+    ncb: usize,
+    kc: usize,
+    strip: &mut Strip,
+) {
+    let s = k.simd();
+    let l = &call.layout;
+    let esize = l.elem.bytes();
+    let k_blocks = l.kp.div_ceil(kc);
+    let slice = l.kp * 16 * esize;
+    // Loop 2 (jr, step 32): one B micro-panel, K slice by K slice.
+    for jr in (jc..jc + ncb).step_by(NR) {
+        let j = blk.j0 + jr;
+        let cols = NR.min(blk.cols - jr);
+        let panel = call.b.wrapping_add((j / 16) * l.panel_bytes());
+        // The next micro-panel goes to L2 while this one runs, as in `drive`.
+        let next_j = if jr + NR < jc + ncb {
+            Some(j + NR)
+        } else if rb.next_block {
+            Some(blk.j0 + jc)
+        } else {
+            None
+        };
+        let next_b = next_j.map(|nj| call.b.wrapping_add((nj / 16) * l.panel_bytes()));
+        let mut off = 0;
+        let acc = strip.0.as_mut_ptr();
+        // Loop 4 (pc, step KC): one K slice of the micro-panel, in L1.
+        for kb in 0..k_blocks {
+            let pc = kb * kc;
+            let kcb = kc.min(l.kp - pc);
+            let steps = kcb / l.elem.k_step();
+            // The C rows of each tile are claimed for writing over the last
+            // K slices, `steps - 1` rows per call.
+            let per_call = steps - 1;
+            let first_claim = k_blocks.saturating_sub(K::MR.div_ceil(per_call.max(1)));
+            let b0 = panel.wrapping_add(pc * 16 * esize);
+            // Loop 1 (ir, step MR): one A micro-panel slice, from L2.
+            for (t, ir) in (rb.ic..rb.ic + rb.mcb).step_by(K::MR).enumerate() {
+                let i = blk.i0 + ir;
+                let rows = K::MR.min(blk.rows - ir);
+                let c = call.c.wrapping_add(i * call.ldc + j);
+                let a = call.apack.wrapping_add(a_offset(
+                    rb.a_row0 + ir - rb.ic,
+                    pc * esize,
+                    call.a_group,
+                ));
+                let pf = match next_b {
+                    Some(nb) if off < slice => nb.wrapping_add(off),
+                    Some(nb) if off < 2 * slice => nb.wrapping_add(l.panel_bytes() + off - slice),
+                    _ => a,
+                };
+                off += steps * crate::amx::PF_STEP;
+                let claimed = if per_call > 0 && kb >= first_claim {
+                    ((kb - first_claim) * per_call).min(rows)
+                } else {
+                    rows
+                };
+                let tile = KTile {
+                    rows,
+                    a,
+                    a_group: call.a_group,
+                    b0,
+                    b1: b0.wrapping_add(l.panel_bytes()),
+                    kc: kcb,
+                    full_k: kcb == l.kp,
+                    col_sums: call.col_sums.wrapping_add(j),
+                    pf,
+                    out: c.wrapping_add(claimed * call.ldc).cast(),
+                    out_stride: call.ldc * 4,
+                    out_rows: rows - claimed,
+                    a_streams: true,
+                };
+                // SAFETY: the tile's rows, K slice and panels lie in the
+                // packed A and B (KTile invariants); tile `t` of the strip
+                // holds 32 x 32 values (`t < mcb / 32 <= STRIP_ROWS / 32`).
+                unsafe { k.run(&tile, acc.add(t * 32 * 32).cast(), 128, kb > 0) };
+            }
+        }
+        for (t, ir) in (rb.ic..rb.ic + rb.mcb).step_by(K::MR).enumerate() {
+            let i = blk.i0 + ir;
+            let rows = K::MR.min(blk.rows - ir);
+            let tile = &mut strip.0[t * 32 * 32..(t + 1) * 32 * 32];
+            if K::ELEM == Elem::Int8 {
+                for x in &mut tile[..rows * 32] {
+                    *x = x.to_bits() as i32 as f32;
+                }
+            }
+            let out = Out {
+                alpha: call.alpha,
+                beta: call.beta,
+                load_c: call.beta != 0.0,
+                epilogue: call.epilogue.map(|e| e.offset(i, j)),
+                row_scale: if l.elem == Elem::Int8 {
+                    call.row_scales.wrapping_add(i)
+                } else {
+                    core::ptr::null_mut()
+                },
+                col_scale: call.col_scales.wrapping_add(j),
+            };
+            let c = call.c.wrapping_add(i * call.ldc + j);
+            // SAFETY: (i.., j..) + rows x cols lies inside C (the block
+            // does), row and column scales cover it (int8).
+            unsafe { write_tile(s, tile.as_ptr(), rows, cols, c, call.ldc, &out) };
         }
     }
 }

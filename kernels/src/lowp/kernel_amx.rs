@@ -3,7 +3,7 @@
 
 use super::driver::{KTile, LowpKernel};
 use super::Elem;
-use crate::amx::{ensure_tiles, tile_kernel, TileOp};
+use crate::amx::{ensure_tiles, tile_kernel, OutRows, TileOp};
 use crate::isa::{AmxBf16, AmxInt8, Avx512};
 
 /// K block for large-M calls: 4 KiB of K per row (2048 bf16). Measured on
@@ -14,12 +14,18 @@ use crate::isa::{AmxBf16, AmxInt8, Avx512};
 const KC_BF16: usize = 2048;
 /// Int8 carries twice the K per byte: the same bytes per panel.
 const KC_INT8: usize = 4096;
+/// K block of the strip order (see `drive_strips`): a 512-deep B slice of
+/// two panels is 32 KiB, which stays in L1 (48 KiB) while the A slices
+/// stream past it with `TILELOADDT1`.
+const STRIP_KC_BF16: usize = 256;
+const STRIP_KC_INT8: usize = 512;
 
 impl LowpKernel for AmxBf16 {
     const MR: usize = 32;
     const ELEM: Elem = Elem::Bf16;
     const A_U8: bool = false;
     const KC: usize = KC_BF16;
+    const STRIP_KC: usize = STRIP_KC_BF16;
     type S = Avx512;
     fn simd(self) -> Avx512 {
         self.avx512()
@@ -38,6 +44,7 @@ impl LowpKernel for AmxBf16 {
             tile_kernel(
                 TileOp::Bf16,
                 t.rows > 16,
+                t.a_streams,
                 t.a,
                 t.a_group,
                 t.b0,
@@ -47,6 +54,11 @@ impl LowpKernel for AmxBf16 {
                 acc_stride,
                 load,
                 t.pf,
+                OutRows {
+                    ptr: t.out,
+                    stride: t.out_stride,
+                    rows: t.out_rows,
+                },
             )
         }
     }
@@ -57,6 +69,7 @@ impl LowpKernel for AmxInt8 {
     const ELEM: Elem = Elem::Int8;
     const A_U8: bool = false;
     const KC: usize = KC_INT8;
+    const STRIP_KC: usize = STRIP_KC_INT8;
     type S = Avx512;
     fn simd(self) -> Avx512 {
         self.avx512()
@@ -72,6 +85,7 @@ impl LowpKernel for AmxInt8 {
             tile_kernel(
                 TileOp::Int8,
                 t.rows > 16,
+                t.a_streams,
                 t.a,
                 t.a_group,
                 t.b0,
@@ -81,6 +95,11 @@ impl LowpKernel for AmxInt8 {
                 acc_stride,
                 load,
                 t.pf,
+                OutRows {
+                    ptr: t.out,
+                    stride: t.out_stride,
+                    rows: t.out_rows,
+                },
             )
         }
     }
