@@ -23,7 +23,7 @@ use core::arch::x86_64::*;
 
 use super::softmax::softmax_strided;
 use super::{check_head, HeadShape, OpsError};
-use crate::amx::{ensure_tiles, tile_kernel, TileOp};
+use crate::amx::{ensure_tiles, tile_kernel, OutRows, TileOp};
 use crate::bf16::round_to_bf16;
 use crate::isa::AmxBf16;
 
@@ -339,18 +339,26 @@ unsafe fn products(
             // of row groups `r / 16` (and the next) and of panels `j / 16`
             // and the next, and writes 16 or 32 rows of 32 floats of C.
             unsafe {
+                let acc = c.wrapping_add(r * ldc + j).cast::<u8>();
                 tile_kernel(
                     TileOp::Bf16,
                     two_rows,
+                    false,
                     a.wrapping_add((r / 16) * group),
                     group,
                     b.wrapping_add((j / 16) * group),
                     b.wrapping_add((j / 16 + 1) * group),
                     steps,
-                    c.wrapping_add(r * ldc + j).cast(),
+                    acc,
                     ldc * 4,
                     false,
                     core::ptr::null(),
+                    // The result stays where the tiles store it.
+                    OutRows {
+                        ptr: acc,
+                        stride: ldc * 4,
+                        rows: if two_rows { 32 } else { 16 },
+                    },
                 )
             };
         }
