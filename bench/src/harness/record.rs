@@ -65,9 +65,11 @@ pub struct PartitionResult {
     pub warmup_completed: u64,
     /// Requests that could not be issued (ring full past the deadline).
     pub rejected: u64,
-    /// Warm-up requests still queued or in flight when the window opened:
-    /// served inside it (the workers count them), not measured. Large when
-    /// the offered load exceeds capacity.
+    /// Warm-up requests still queued or in flight when the window opened,
+    /// plus those the workers served after their reset but the host saw
+    /// before it noticed the window: served inside the workers' window
+    /// (they count them), not measured. Large when the offered load
+    /// exceeds capacity.
     pub carried_in: u64,
     /// Requests per second scheduled (open loop); `null` for closed loops.
     pub offered_qps: Option<f64>,

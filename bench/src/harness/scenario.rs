@@ -216,6 +216,12 @@ struct Control {
     /// The coordinator sets it after resetting the workers' histograms, so
     /// the hosts' and the workers' windows open in that order.
     window_start: AtomicU64,
+    /// Clock time just before the coordinator reset the workers'
+    /// histograms; `u64::MAX` before. A host counts the completions it saw
+    /// from then until it noticed the window: the workers counted them, it
+    /// could not (a coordinator preempted between the reset and the
+    /// window's opening let hundreds of them through on a loaded CI).
+    reset_at: AtomicU64,
     /// Requests completed inside the measured window, per partition.
     completed: Vec<AtomicU64>,
 }
@@ -305,6 +311,7 @@ pub fn run(config: &RunConfig, label: &str, show_progress: bool) -> Result<RunRe
     let control = Arc::new(Control {
         stop: AtomicBool::new(false),
         window_start: AtomicU64::new(u64::MAX),
+        reset_at: AtomicU64::new(u64::MAX),
         completed: config
             .partitions
             .iter()
@@ -341,6 +348,7 @@ pub fn run(config: &RunConfig, label: &str, show_progress: bool) -> Result<RunRe
             .iter()
             .map(Partition::telemetry_snapshot)
             .collect();
+        control.reset_at.store(now_ns(), Ordering::Release);
         partitions.iter().for_each(Partition::reset_latencies);
         let window_start = now_ns();
         control.window_start.store(window_start, Ordering::Release);
@@ -558,6 +566,16 @@ fn drive(
     let mut unissued = 0u64;
     // Warm-up requests still queued or in flight when the window opened.
     let mut carried_in: Option<u64> = None;
+    // Completions after the workers' reset that this host saw before it
+    // noticed the window (served in the workers' window, not in its own).
+    let mut unseen = 0u64;
+    let mut count_unseen = |recorder: &Recorder, done: u64| {
+        if recorder.measure_from_ns() == u64::MAX
+            && done >= control.reset_at.load(Ordering::Acquire)
+        {
+            unseen += 1;
+        }
+    };
     match load {
         Load::Closed => {
             let mut req = part.acquire(REQUEST_TIMEOUT).map_err(fail)?;
@@ -567,6 +585,7 @@ fn drive(
                 req.submit().map_err(fail)?;
                 req.wait(REQUEST_TIMEOUT).map_err(fail)?;
                 let done = now_ns();
+                count_unseen(&recorder, done);
                 recorder.record(&Timing {
                     scheduled_ns: sent,
                     issued_ns: sent,
@@ -641,6 +660,7 @@ fn drive(
                         _ => {
                             let done = now_ns();
                             let (req, scheduled, sent) = in_flight.swap_remove(i);
+                            count_unseen(&recorder, done);
                             recorder.record(&Timing {
                                 scheduled_ns: scheduled,
                                 issued_ns: sent,
@@ -672,10 +692,11 @@ fn drive(
         // Every issued request is waited for, so in the window issued =
         // completed; offered adds the arrivals still waiting for a slot.
         offered: recorder.completed + unissued,
-        carried_in: match load {
-            Load::Closed => 1,
-            _ => carried_in.unwrap_or(0),
-        },
+        carried_in: unseen
+            + match load {
+                Load::Closed => 1,
+                _ => carried_in.unwrap_or(0),
+            },
         issued: recorder.completed,
         recorder,
     })
