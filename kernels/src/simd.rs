@@ -424,26 +424,47 @@ pub fn exp<S: Simd>(s: S, x: S::V) -> S::V {
     s.mul(p, s.pow2i(n))
 }
 
-/// `erf(x)`, absolute error below 1.5e-7 (Abramowitz & Stegun 7.1.26).
+/// `erf(x)`, absolute error below 4.1e-7 in f32 (1.5e-7 worse than the
+/// exp-based Abramowitz & Stegun 7.1.26 it replaced, well inside GELU's
+/// tests), and less than half the instructions: `x P(x^2) / Q(x^2)` with
+/// `x` clamped to `[-3.9, 3.9]` (beyond it `erf` is 1 within 3.5e-8). One
+/// division and ten FMAs against a division, an `exp` and eleven FMAs:
+/// the GELU epilogue of MiniLM's first FFN GEMM (128 x 1536 outputs) took
+/// 64 us beside a 150 us bf16 AMX GEMM.
+///
+/// `P` (degree 6) and `Q` (degree 4) are our fit, minimax by Lawson
+/// reweighting, to `erf` on `[0, 3.9]`: `kernels/tools/erf_fit.py`.
 #[inline(always)]
 pub fn erf<S: Simd>(s: S, x: S::V) -> S::V {
-    let ax = s.abs(x);
-    let t = s.div(s.splat(1.0), s.fma(ax, s.splat(0.327_591_1), s.splat(1.0)));
-    let mut p = s.splat(1.061_405_4);
-    for c in [-1.453_152_1, 1.421_413_8, -0.284_496_74, 0.254_829_6] {
-        p = s.fma(p, t, s.splat(c));
+    const P: [f32; 7] = [
+        1.128_378_7,
+        0.204_331_32,
+        0.051_164_236,
+        0.003_900_83,
+        0.000_147_574_52,
+        -1.997_125_5e-6,
+        2.011_311_5e-8,
+    ];
+    const Q: [f32; 5] = [1.0, 0.514_413, 0.116_830_47, 0.014_740_118, 0.001_007_664];
+    let x = s.min(s.max(x, s.splat(-3.9)), s.splat(3.9));
+    let u = s.mul(x, x);
+    let mut p = s.splat(P[6]);
+    for c in P[..6].iter().rev() {
+        p = s.fma(p, u, s.splat(*c));
     }
-    p = s.mul(p, t);
-    let e = exp(s, s.sub(s.splat(0.0), s.mul(ax, ax)));
-    let y = s.sub(s.splat(1.0), s.mul(p, e));
-    s.copysign(y, x)
+    let mut q = s.splat(Q[4]);
+    for c in Q[..4].iter().rev() {
+        q = s.fma(q, u, s.splat(*c));
+    }
+    s.div(s.mul(x, p), q)
 }
 
 /// GELU, erf form: `x/2 * (1 + erf(x / sqrt 2))`.
 #[inline(always)]
 pub fn gelu_erf<S: Simd>(s: S, x: S::V) -> S::V {
     let e = erf(s, s.mul(x, s.splat(std::f32::consts::FRAC_1_SQRT_2)));
-    s.mul(s.mul(x, s.splat(0.5)), s.add(e, s.splat(1.0)))
+    let half = s.mul(x, s.splat(0.5));
+    s.fma(half, e, half)
 }
 
 /// GELU, tanh form: `x/2 * (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))`,
