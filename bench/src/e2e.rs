@@ -221,6 +221,7 @@ pub fn peer_paths() -> (PathBuf, PathBuf) {
 }
 
 /// One engine's settings for a run (what differs between A and B).
+#[derive(Clone)]
 struct Side {
     qps: Option<f64>,
     /// The peer's spinning choice once made (`on`/`off`), else `both`.
@@ -556,43 +557,25 @@ pub fn run(o: &E2eOptions) -> Result<bool, E2eError> {
         qps: None,
         spinning: "both".to_owned(),
     };
-    if o.scenario == Scenario::Server {
-        // Each engine at the same fraction of its own capacity (offline).
-        let secs = (o.duration_s / 2.0).max(1.0);
-        let cap = run_pinned(
-            o,
-            &model,
-            Scenario::Offline,
-            None,
-            secs,
-            "e2e-capacity-pinned",
-        )?;
-        ours.qps = Some(o.load * cap.partitions[0].tps);
-        println!(
-            "pinned capacity {:.1}/s -> server at {:.1}/s",
-            cap.partitions[0].tps,
-            ours.qps.unwrap_or(0.0)
-        );
-        if have_peer {
-            let cap = run_peer(
-                o,
-                &model,
-                Scenario::Offline,
-                &theirs,
-                secs,
-                "e2e-capacity-ort",
-                &machine_path,
-            )?;
-            theirs.qps = Some(o.load * cap.partitions[0].tps);
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    // Server rounds: each engine at the same fraction of its own capacity
+    // (offline), measured right before each of its rounds. The weights'
+    // L3 residency when a round starts depends on which engine ran last,
+    // so a capacity measured once, up front, can make "70%" an overload in
+    // a later round (MLP batch 1: pinned measured 1,080 req/s with its
+    // weights partly in L3 against a DRAM ceiling of 869).
+    let capacity_secs = (o.duration_s / 2.0).max(1.0);
+    for round in 0..o.rounds {
+        if o.scenario == Scenario::Server {
+            let label = format!("e2e-capacity-r{round}-pinned");
+            let cap = run_pinned(o, &model, Scenario::Offline, None, capacity_secs, &label)?;
+            ours.qps = Some(o.load * cap.partitions[0].tps);
             println!(
-                "onnxruntime capacity {:.1}/s -> server at {:.1}/s",
+                "round {round} pinned      capacity {:.1}/s -> server at {:.1}/s",
                 cap.partitions[0].tps,
-                theirs.qps.unwrap_or(0.0)
+                ours.qps.unwrap_or(0.0)
             );
         }
-    }
-    let (mut a, mut b) = (Vec::new(), Vec::new());
-    for round in 0..o.rounds {
         let label = format!("e2e-r{round}-pinned");
         let rec = run_pinned(o, &model, o.scenario, ours.qps, o.duration_s, &label)?;
         let p = rec.partitions[0].clone();
@@ -606,6 +589,27 @@ pub fn run(o: &E2eOptions) -> Result<bool, E2eError> {
         a.push(p);
         if !have_peer {
             continue;
+        }
+        if o.scenario == Scenario::Server {
+            let label = format!("e2e-capacity-r{round}-ort");
+            let cap = run_peer(
+                o,
+                &model,
+                Scenario::Offline,
+                &Side {
+                    qps: None,
+                    ..theirs.clone()
+                },
+                capacity_secs,
+                &label,
+                &machine_path,
+            )?;
+            theirs.qps = Some(o.load * cap.partitions[0].tps);
+            println!(
+                "round {round} onnxruntime capacity {:.1}/s -> server at {:.1}/s",
+                cap.partitions[0].tps,
+                theirs.qps.unwrap_or(0.0)
+            );
         }
         let label = format!("e2e-r{round}-onnxruntime");
         let rec = run_peer(
