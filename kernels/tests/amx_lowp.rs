@@ -295,6 +295,19 @@ fn shapes() -> Vec<Case> {
         epilogue: true,
         ..Case::new(35, 70, 50)
     });
+    // alpha with beta = 0 (C not read) on whole tiles, in the direct
+    // order and (more than 64 rows, K beyond one strip slice) the strip
+    // order: the write-back's own loop for that case.
+    v.push(Case {
+        alpha: -0.5,
+        epilogue: true,
+        ..Case::new(48, 130, 64)
+    });
+    v.push(Case {
+        alpha: 2.0,
+        epilogue: true,
+        ..Case::new(96, 600, 64)
+    });
     // K split into blocks with beta = 0: partial sums kept in C (full
     // tiles loaded and stored directly) and in the staging tile (edges).
     v.push(Case::new(96, 1100, 70));
