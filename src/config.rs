@@ -89,7 +89,9 @@ pub struct PartitionSpec {
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
 pub enum ModelSpec {
     /// The built-in dense MLP with deterministic weights (fp32, on the heap
-    /// of the loading thread).
+    /// of the loading thread); a request alone in flight runs on a team of
+    /// the partition's workers' count (one per CPU for 0), pinned to its
+    /// CPUs when the partition pins.
     Mlp {
         #[serde(default)]
         widths: Option<Vec<usize>>,
@@ -211,6 +213,15 @@ impl ModelSpec {
                 source,
             })?;
         let weights = WeightPlacement::for_partition(&config.placement, &ctx.nodes_of(&cpus));
+        // As the harness: a request alone in flight may use as many threads
+        // as the partition has workers (one per CPU for 0), the helpers
+        // pinned to the partition's CPUs when it pins.
+        let threads = if config.workers > 0 {
+            config.workers
+        } else {
+            cpus.len()
+        };
+        let team_cpus = config.pin.then_some(&cpus);
         let load = |source: LoadError| ConfigError::Load {
             partition: partition(),
             source: Box::new(source),
@@ -218,12 +229,13 @@ impl ModelSpec {
         Ok(match self {
             Self::Mlp { widths, seed } => {
                 let widths = widths.as_deref().unwrap_or(&DEFAULT_MLP);
-                Arc::new(
-                    DenseMlp::new(widths, *seed).map_err(|source| ConfigError::Model {
+                let model = DenseMlp::new(widths, *seed)
+                    .and_then(|m| m.with_team(threads, team_cpus))
+                    .map_err(|source| ConfigError::Model {
                         partition: partition(),
                         source,
-                    })?,
-                )
+                    })?;
+                Arc::new(model)
             }
             Self::Minilm {
                 dir,

@@ -25,10 +25,11 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 use pinned_kernels::gemm::{self, BMatrix, Epilogue, MatMut, MatRef, PackedB, Team, ThreadTeam};
 use pinned_kernels::Isa;
+
+use crate::race::{fill, race, Timing};
 
 pub mod peers;
 pub mod probes;
@@ -211,7 +212,7 @@ fn measure(
     emit: &mut Emit<'_>,
 ) -> Result<(), GemmBenchError> {
     let team = ThreadTeam::new(threads)?;
-    let timing = Timing::new(quick);
+    let timing = timing(quick);
     let peak = probes::fma_peak_gflops(&team, if quick { 50 } else { 200 });
     eprintln!("[gemm bench] {threads} thread(s), isa {isa}, FMA peak {peak:.1} GFLOP/s");
     for (m, k, n, packed) in shapes() {
@@ -229,70 +230,14 @@ fn measure(
     Ok(())
 }
 
-struct Timing {
-    sample: Duration,
-    samples: usize,
-}
-
-impl Timing {
-    /// Short samples, many of them: on a shared machine the best of many
-    /// short windows is the one least disturbed by other processes.
-    fn new(quick: bool) -> Self {
-        if quick {
-            Self {
-                sample: Duration::from_millis(2),
-                samples: 15,
-            }
-        } else {
-            Self {
-                sample: Duration::from_millis(4),
-                samples: 40,
-            }
-        }
+/// Short samples, many of them: on a shared machine the best of many
+/// short windows is the one least disturbed by other processes.
+fn timing(quick: bool) -> Timing {
+    if quick {
+        Timing::new(2, 15)
+    } else {
+        Timing::new(4, 40)
     }
-}
-
-/// Calls per sample so that one sample lasts about `target`.
-fn calibrate(target: Duration, f: &mut dyn FnMut()) -> u32 {
-    let start = Instant::now();
-    f();
-    let once = start.elapsed().max(Duration::from_nanos(100));
-    (target.as_secs_f64() / once.as_secs_f64()).clamp(1.0, 1e6) as u32
-}
-
-fn time_per_call(iters: u32, f: &mut dyn FnMut()) -> f64 {
-    let start = Instant::now();
-    for _ in 0..iters {
-        f();
-    }
-    start.elapsed().as_secs_f64() / iters as f64
-}
-
-/// Best seconds per call of each function, sampled in turn.
-fn race(timing: &Timing, fs: &mut [&mut dyn FnMut()]) -> Vec<f64> {
-    let iters: Vec<u32> = fs
-        .iter_mut()
-        .map(|f| calibrate(timing.sample, *f))
-        .collect();
-    let mut best = vec![f64::INFINITY; fs.len()];
-    for _ in 0..timing.samples {
-        for (i, f) in fs.iter_mut().enumerate() {
-            best[i] = best[i].min(time_per_call(iters[i], *f));
-        }
-    }
-    best
-}
-
-fn fill(len: usize, seed: u32) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(2_654_435_761) | 1;
-    (0..len)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 17;
-            s ^= s << 5;
-            (s >> 8) as f32 / (1u32 << 24) as f32 - 0.5
-        })
-        .collect()
 }
 
 fn measure_shape(

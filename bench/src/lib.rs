@@ -10,4 +10,5 @@ pub mod e2e;
 pub mod gemm_bench;
 pub mod harness;
 pub mod lowp_bench;
+mod race;
 pub mod ring_bench;

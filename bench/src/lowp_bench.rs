@@ -10,7 +10,7 @@
 //! Rates are GFLOP/s for bf16 and GOP/s for int8 (a multiply-add is 2).
 
 use std::io::Write;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use pinned_kernels::amx::probe;
 use pinned_kernels::gemm::{self, BMatrix, Epilogue, MatMut, MatRef, PackedB, Team, ThreadTeam};
@@ -18,6 +18,7 @@ use pinned_kernels::lowp::{self, Elem, LowpPath, PackedLowp};
 use pinned_kernels::Isa;
 
 use crate::gemm_bench::{GemmBenchError, GemmBenchOptions};
+use crate::race::{fill, race, Timing};
 
 /// One measured shape.
 #[derive(Clone, Debug, serde::Serialize)]
@@ -127,54 +128,12 @@ fn amx_peak(team: &ThreadTeam, elem: Elem, ms: u64) -> Option<f64> {
         .sum::<Option<f64>>()
 }
 
-fn fill(len: usize, seed: u32) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(2_654_435_761) | 1;
-    (0..len)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 17;
-            s ^= s << 5;
-            (s >> 8) as f32 / (1u32 << 24) as f32 - 0.5
-        })
-        .collect()
-}
-
 /// A 64-byte-aligned zeroed f32 buffer of `len` (tile stores to C run at
 /// full speed only on whole cache lines), as `(storage, offset)`.
 fn aligned_f32(len: usize) -> (Vec<f32>, usize) {
     let v = vec![0.0f32; len + 16];
     let off = v.as_ptr().align_offset(64);
     (v, off)
-}
-
-/// Best seconds per call of each function, sampled in turn (the best of
-/// many short windows is the one least disturbed on a shared machine).
-fn race(quick: bool, fs: &mut [&mut dyn FnMut()]) -> Vec<f64> {
-    let (sample, samples) = if quick {
-        (Duration::from_millis(3), 10)
-    } else {
-        (Duration::from_millis(6), 30)
-    };
-    let iters: Vec<u32> = fs
-        .iter_mut()
-        .map(|f| {
-            let t = Instant::now();
-            f();
-            let once = t.elapsed().max(Duration::from_nanos(100));
-            (sample.as_secs_f64() / once.as_secs_f64()).clamp(1.0, 1e6) as u32
-        })
-        .collect();
-    let mut best = vec![f64::INFINITY; fs.len()];
-    for _ in 0..samples {
-        for (i, f) in fs.iter_mut().enumerate() {
-            let t = Instant::now();
-            for _ in 0..iters[i] {
-                f();
-            }
-            best[i] = best[i].min(t.elapsed().as_secs_f64() / f64::from(iters[i]));
-        }
-    }
-    best
 }
 
 fn measure(
@@ -214,7 +173,12 @@ fn measure(
     let mut f_f32 = || {
         let _ = run_f32(&mut c_f32[off_f32..off_f32 + m * n], &mut s_f32);
     };
-    let best = race(quick, &mut [&mut f_low, &mut f_f32]);
+    let timing = if quick {
+        Timing::new(3, 10)
+    } else {
+        Timing::new(6, 30)
+    };
+    let best = race(&timing, &mut [&mut f_low, &mut f_f32]);
     let ops = 2.0 * (m * k * n) as f64;
     let rate = ops / best[0] / 1e9;
     let f32_gflops = ops / best[1] / 1e9;

@@ -5,11 +5,14 @@
 use pinned_kernels::gemm::{self, BMatrix, Epilogue, MatMut, MatRef, PackedB, ThreadTeam};
 use pinned_kernels::Isa;
 
+mod common;
+use common::{Args, Best};
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let arg = |i: usize, d: usize| args.get(i).and_then(|s| s.parse().ok()).unwrap_or(d);
+    let args = Args::from_env();
+    let arg = |i: usize, d: usize| args.number(i, d);
     let (m, k, n, iters) = (arg(0, 1024), arg(1, 1024), arg(2, 1024), arg(3, 20));
-    let packed = args.get(4).map(String::as_str) != Some("plain");
+    let packed = args.word(4) != Some("plain");
     let threads = arg(5, 1);
     // Optional: MiB of other data streamed between calls, so B starts cold.
     let evict: Vec<f32> = vec![1.0; arg(6, 0) << 18];
@@ -20,8 +23,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let pb = PackedB::new(&b, n, k, n, isa)?;
     let team = ThreadTeam::new(threads)?;
     let mut scratch = vec![0u8; gemm::gemm_scratch_bytes_parallel(m, n, k, isa, threads)];
-    let mut best = f64::INFINITY;
-    let mut best_cpu = f64::INFINITY;
+    let mut best = Best::default();
     for _ in 0..iters {
         let bm = if packed {
             BMatrix::Packed(&pb)
@@ -29,39 +31,26 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             BMatrix::Plain(MatRef::new(&b, k, n, n)?)
         };
         std::hint::black_box(evict.iter().fold(0.0f32, |s, x| s.max(*x)));
-        let start = std::time::Instant::now();
-        let cpu0 = thread_cpu_seconds();
-        gemm::sgemm_parallel(
-            &team,
-            isa,
-            1.0,
-            MatRef::new(&a, m, k, k)?,
-            bm,
-            0.0,
-            MatMut::new(&mut c, m, n, n)?,
-            &Epilogue::new(),
-            &mut scratch,
-        )?;
-        best = best.min(start.elapsed().as_secs_f64());
-        best_cpu = best_cpu.min(thread_cpu_seconds() - cpu0);
+        best.time(|| -> Result<(), Box<dyn std::error::Error>> {
+            gemm::sgemm_parallel(
+                &team,
+                isa,
+                1.0,
+                MatRef::new(&a, m, k, k)?,
+                bm,
+                0.0,
+                MatMut::new(&mut c, m, n, n)?,
+                &Epilogue::new(),
+                &mut scratch,
+            )?;
+            Ok(())
+        })?;
     }
     println!(
         "{m}x{k}x{n} {isa} {} t={threads}: {:.1} GFLOP/s wall, {:.1} by this thread's CPU time (best of {iters})",
         if packed { "packed" } else { "plain" },
-        2.0 * (m * n * k) as f64 / best / 1e9,
-        2.0 * (m * n * k) as f64 / best_cpu / 1e9 / threads as f64
+        2.0 * (m * n * k) as f64 / best.wall / 1e9,
+        2.0 * (m * n * k) as f64 / best.cpu / 1e9 / threads as f64
     );
     Ok(())
-}
-
-/// CPU time of the calling thread: immune to being descheduled on a
-/// shared machine (tuning aid; the real benchmark reports wall time).
-fn thread_cpu_seconds() -> f64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid timespec to write to.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
 }

@@ -5,7 +5,7 @@
 //! exact; GELU adds an absolute `2e-6 * (1 + |x|)` (erf approximation);
 //! exp adds ~2 ulp relative.
 
-use pinned_kernels::ops::{self, OpsError};
+use pinned_kernels::ops::{self, HeadShape, OpsError};
 use pinned_kernels::Isa;
 
 mod common;
@@ -216,85 +216,154 @@ fn ops_reject_bad_shapes_and_write_nothing() {
     assert!(x.iter().all(|&v| v == 1.0));
 }
 
+/// The heads both attention tests run: single elements, widths and key
+/// counts around every vector length (tails), a prime width.
+const HEAD_DIMS: [(usize, usize, usize); 6] = [
+    (1, 1, 1),
+    (5, 3, 4),
+    (7, 17, 8),
+    (13, 70, 17),
+    (6, 64, 32),
+    (20, 33, 33),
+];
+
+/// One attention head's operands: Q, K and V interleaved in the rows of
+/// one fused buffer (`ld = 3d + 5`, Q at column 0, K at `d`, V at `2d`),
+/// the output rows `ldo = d + 3` apart, every third key masked when
+/// `masked`, `scale = 1 / sqrt(d)`.
+struct HeadCase {
+    shape: HeadShape,
+    scale: f32,
+    qkv: Vec<f32>,
+    keep: Vec<bool>,
+    masked: bool,
+}
+
+fn head_case(rows: usize, len: usize, d: usize, masked: bool) -> HeadCase {
+    let ld = 3 * d + 5;
+    HeadCase {
+        shape: HeadShape {
+            rows,
+            len,
+            d,
+            ld,
+            ldo: d + 3,
+        },
+        scale: 1.0 / (d as f32).sqrt(),
+        qkv: fill(len.max(rows) * ld, (rows * len + d) as u64, 1.0, 0.0),
+        keep: (0..len).map(|j| !masked || j % 3 != 1).collect(),
+        masked,
+    }
+}
+
+impl HeadCase {
+    fn q(&self) -> &[f32] {
+        &self.qkv
+    }
+    fn k(&self) -> &[f32] {
+        &self.qkv[self.shape.d..]
+    }
+    fn v(&self) -> &[f32] {
+        &self.qkv[2 * self.shape.d..]
+    }
+    fn mask(&self) -> Option<&[bool]> {
+        self.masked.then_some(&self.keep[..])
+    }
+    /// The output buffer, 7 everywhere (a head writes only its columns).
+    fn out(&self) -> Vec<f32> {
+        let HeadShape { rows, d, ldo, .. } = self.shape;
+        vec![7.0; (rows - 1) * ldo + d]
+    }
+    /// `scale * (q_r . k_j)` in f64, of the terms' magnitudes if `abs`.
+    fn score(&self, r: usize, j: usize, abs: bool) -> f64 {
+        let HeadShape { d, ld, .. } = self.shape;
+        let (q, k) = (self.q(), self.k());
+        let terms = (0..d).map(|p| q[r * ld + p] as f64 * k[j * ld + p] as f64);
+        let sum: f64 = if abs {
+            terms.map(f64::abs).sum()
+        } else {
+            terms.sum()
+        };
+        sum * self.scale as f64
+    }
+    /// Query row `r`'s probabilities in f64 (0 for a masked key).
+    fn reference_row(&self, r: usize) -> Vec<f64> {
+        let len = self.shape.len;
+        let s: Vec<f64> = (0..len).map(|j| self.score(r, j, false)).collect();
+        let m = (0..len)
+            .filter(|&j| self.keep[j])
+            .map(|j| s[j])
+            .fold(f64::NEG_INFINITY, f64::max);
+        let e: Vec<f64> = (0..len)
+            .map(|j| if self.keep[j] { (s[j] - m).exp() } else { 0.0 })
+            .collect();
+        let z: f64 = e.iter().sum();
+        e.iter().map(|e| e / z).collect()
+    }
+    /// `sum_j p_j f(v_jc)`: the context value `c` of a row with
+    /// probabilities `p` (`f` the identity), or its mass (`f = abs`).
+    fn weighted(&self, p: &[f64], c: usize, f: impl Fn(f64) -> f64) -> f64 {
+        let (v, ld) = (self.v(), self.shape.ld);
+        (0..self.shape.len)
+            .map(|j| p[j] * f(v[j * ld + c] as f64))
+            .sum()
+    }
+    /// Row `r`'s columns past the head in `out` are still 7.
+    fn check_untouched(&self, out: &[f32], r: usize) {
+        let HeadShape { rows, d, ldo, .. } = self.shape;
+        if r + 1 < rows {
+            for c in d..ldo {
+                assert_eq!(out[r * ldo + c], 7.0, "outside the head untouched");
+            }
+        }
+    }
+}
+
+/// A 2 x 2 x 4 head, for the refusals (too small a work buffer, too short
+/// a Q).
+const SMALL_HEAD: HeadShape = HeadShape {
+    rows: 2,
+    len: 2,
+    d: 4,
+    ld: 4,
+    ldo: 4,
+};
+
 #[test]
 fn attention_head_matches_reference() {
-    use ops::{attention_head, attention_work_floats, HeadShape};
+    use ops::{attention_head, attention_work_floats};
     for isa in Isa::available() {
-        for (rows, len, d) in [
-            (1, 1, 1),
-            (5, 3, 4),
-            (7, 17, 8),
-            (13, 70, 17),
-            (6, 64, 32),
-            (20, 33, 33),
-        ] {
+        for (rows, len, d) in HEAD_DIMS {
             for masked in [false, true] {
-                let ld = 3 * d + 5;
-                let ldo = d + 3;
-                let qkv = fill(len.max(rows) * ld, (rows * len + d) as u64, 1.0, 0.0);
-                let (q, k, v) = (&qkv[..], &qkv[d..], &qkv[2 * d..]);
-                let keep: Vec<bool> = (0..len).map(|j| !masked || j % 3 != 1).collect();
-                let scale = 1.0 / (d as f32).sqrt();
+                let case = head_case(rows, len, d, masked);
+                let (q, k, v) = (case.q(), case.k(), case.v());
                 let mut work = vec![f32::NAN; attention_work_floats(rows, len, d)];
-                let mut out = vec![7.0f32; (rows - 1) * ldo + d];
-                let shape = HeadShape {
-                    rows,
-                    len,
-                    d,
-                    ld,
-                    ldo,
-                };
-                let mask = masked.then_some(&keep[..]);
+                let mut out = case.out();
+                let (shape, scale, mask) = (case.shape, case.scale, case.mask());
                 attention_head(isa, shape, scale, q, k, v, mask, &mut work, &mut out).unwrap();
                 for r in 0..rows {
-                    let s: Vec<f64> = (0..len)
-                        .map(|j| {
-                            (0..d)
-                                .map(|p| q[r * ld + p] as f64 * k[j * ld + p] as f64)
-                                .sum::<f64>()
-                                * scale as f64
-                        })
-                        .collect();
-                    let m = (0..len)
-                        .filter(|&j| keep[j])
-                        .map(|j| s[j])
-                        .fold(f64::NEG_INFINITY, f64::max);
-                    let e: Vec<f64> = (0..len)
-                        .map(|j| if keep[j] { (s[j] - m).exp() } else { 0.0 })
-                        .collect();
-                    let z: f64 = e.iter().sum();
+                    let p = case.reference_row(r);
                     for c in 0..d {
-                        let want: f64 = (0..len).map(|j| e[j] / z * v[j * ld + c] as f64).sum();
+                        let want = case.weighted(&p, c, |x| x);
                         let tol = 1e-5 * (1.0 + want.abs()) + (len + d) as f64 * EPS;
                         close(
-                            out[r * ldo + c],
+                            out[r * shape.ldo + c],
                             want,
                             tol,
                             &format!("{isa:?} {rows}x{len}x{d} r{r} c{c}"),
                         );
                     }
-                    if r + 1 < rows {
-                        for c in d..ldo {
-                            assert_eq!(out[r * ldo + c], 7.0, "outside the head untouched");
-                        }
-                    }
+                    case.check_untouched(&out, r);
                 }
             }
         }
     }
-    let shape = HeadShape {
-        rows: 2,
-        len: 2,
-        d: 4,
-        ld: 4,
-        ldo: 4,
-    };
     let x = vec![0.0; 8];
     let mut out = vec![0.0; 8];
     let mut small = vec![0.0; 3];
     let err = attention_head(
         Isa::Scalar,
-        shape,
+        SMALL_HEAD,
         1.0,
         &x,
         &x,
@@ -318,99 +387,52 @@ fn attention_head_matches_reference() {
 /// |v_j|`.
 #[test]
 fn attention_head_amx_matches_reference_within_bf16_bounds() {
-    use ops::{attention_amx_work_floats, attention_head_amx, HeadShape};
+    use ops::{attention_amx_work_floats, attention_head_amx};
     let Some(token) = pinned_kernels::isa::AmxBf16::try_new() else {
         eprintln!("skipped: this CPU has no AMX-BF16");
         return;
     };
     let u = 1.0 / 256.0;
-    for (rows, len, d) in [
-        (1, 1, 1),
-        (5, 3, 4),
-        (7, 17, 8),
-        (13, 70, 17),
-        (6, 64, 32),
-        (20, 33, 33),
-        (40, 128, 64),
-        (128, 128, 32),
-    ] {
+    let dims = HEAD_DIMS.into_iter().chain([(40, 128, 64), (128, 128, 32)]);
+    for (rows, len, d) in dims {
         for masked in [false, true] {
-            let ld = 3 * d + 5;
-            let ldo = d + 3;
-            let qkv = fill(len.max(rows) * ld, (rows * len + d) as u64, 1.0, 0.0);
-            let (q, k, v) = (&qkv[..], &qkv[d..], &qkv[2 * d..]);
-            let keep: Vec<bool> = (0..len).map(|j| !masked || j % 3 != 1).collect();
-            let scale = 1.0 / (d as f32).sqrt();
+            let case = head_case(rows, len, d, masked);
+            let (q, k, v) = (case.q(), case.k(), case.v());
             let mut work = vec![f32::NAN; attention_amx_work_floats(rows, len, d)];
-            let mut out = vec![7.0f32; (rows - 1) * ldo + d];
-            let shape = HeadShape {
-                rows,
-                len,
-                d,
-                ld,
-                ldo,
-            };
-            let mask = masked.then_some(&keep[..]);
+            let mut out = case.out();
+            let (shape, scale, mask) = (case.shape, case.scale, case.mask());
             attention_head_amx(token, shape, scale, q, k, v, mask, &mut work, &mut out).unwrap();
             for r in 0..rows {
-                let dot = |j: usize, abs: bool| {
-                    let terms = (0..d).map(|p| q[r * ld + p] as f64 * k[j * ld + p] as f64);
-                    let sum: f64 = if abs {
-                        terms.map(f64::abs).sum()
-                    } else {
-                        terms.sum()
-                    };
-                    sum * scale as f64
-                };
-                let s: Vec<f64> = (0..len).map(|j| dot(j, false)).collect();
                 let ds = (0..len)
-                    .map(|j| (3.0 * u + (d + 2) as f64 * EPS) * dot(j, true))
+                    .map(|j| (3.0 * u + (d + 2) as f64 * EPS) * case.score(r, j, true))
                     .fold(0.0, f64::max);
-                let m = (0..len)
-                    .filter(|&j| keep[j])
-                    .map(|j| s[j])
-                    .fold(f64::NEG_INFINITY, f64::max);
-                let e: Vec<f64> = (0..len)
-                    .map(|j| if keep[j] { (s[j] - m).exp() } else { 0.0 })
-                    .collect();
-                let z: f64 = e.iter().sum();
+                let p = case.reference_row(r);
                 let rel = ((2.0 * ds).exp() - 1.0) * (1.0 + u) * (1.0 + u)
                     + 2.0 * u
                     + u * u
                     + (len + 8) as f64 * EPS;
                 for c in 0..d {
-                    let want: f64 = (0..len).map(|j| e[j] / z * v[j * ld + c] as f64).sum();
-                    let mass: f64 = (0..len)
-                        .map(|j| e[j] / z * (v[j * ld + c] as f64).abs())
-                        .sum();
+                    let want = case.weighted(&p, c, |x| x);
+                    let mass = case.weighted(&p, c, f64::abs);
                     let what = format!("amx {rows}x{len}x{d} masked {masked} r{r} c{c}");
-                    close(out[r * ldo + c], want, rel * mass + 1e-7, &what);
+                    close(out[r * shape.ldo + c], want, rel * mass + 1e-7, &what);
                 }
-                if r + 1 < rows {
-                    for c in d..ldo {
-                        assert_eq!(out[r * ldo + c], 7.0, "outside the head untouched");
-                    }
-                }
+                case.check_untouched(&out, r);
             }
         }
     }
     // Bad calls are refused and write nothing.
-    let shape = HeadShape {
-        rows: 2,
-        len: 2,
-        d: 4,
-        ld: 4,
-        ldo: 4,
-    };
     let x = vec![0.0; 8];
     let mut out = vec![3.0; 8];
     let mut small = vec![0.0; 3];
-    let err = attention_head_amx(token, shape, 1.0, &x, &x, &x, None, &mut small, &mut out);
+    let err = attention_head_amx(
+        token, SMALL_HEAD, 1.0, &x, &x, &x, None, &mut small, &mut out,
+    );
     assert!(matches!(err, Err(OpsError::Shape { .. })), "{err:?}");
     let mut work = vec![0.0; attention_amx_work_floats(2, 2, 4)];
     let err = attention_head_amx(
         token,
-        shape,
+        SMALL_HEAD,
         1.0,
         &x[..5],
         &x,

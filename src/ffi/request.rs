@@ -241,16 +241,31 @@ pub unsafe extern "C" fn pinned_request_set_input(
     })
 }
 
-/// Writes a buffer's address and length to the caller's out-pointers.
+/// The body of the two buffer functions: checks the out-pointers, asks
+/// the request for its buffer (`buffer` gives its address and length)
+/// and writes both, only on success.
 ///
 /// # Safety
-/// `data` and `len` must be non-NULL and valid for one write each.
-unsafe fn write_buffer<P>(data: *mut P, len: *mut usize, ptr: P, n: usize) {
-    // SAFETY: forwarded from the caller.
-    unsafe {
-        write_out(data, ptr);
-        write_out(len, n);
-    }
+/// `partition` NULL or live; `data` and `len` NULL or writable.
+unsafe fn lend_buffer<P>(
+    partition: *const pinned_partition,
+    request: pinned_request,
+    data: *mut P,
+    len: *mut usize,
+    buffer: impl FnOnce(&mut Request) -> Result<(P, usize), FfiError>,
+) -> pinned_status {
+    guard(|| {
+        check_out(data, "data")?;
+        check_out(len, "len")?;
+        // SAFETY: `partition` is NULL or live (this function's contract).
+        let (ptr, n) = unsafe { with_request(partition, request, buffer) }?;
+        // SAFETY: both checked non-NULL, and writable by the contract.
+        unsafe {
+            write_out(data, ptr);
+            write_out(len, n);
+        }
+        Ok(())
+    })
 }
 
 /// Points `*data` at the request's input buffer (`*len` floats) so the
@@ -267,20 +282,13 @@ pub unsafe extern "C" fn pinned_request_input_buffer(
     data: *mut *mut f32,
     len: *mut usize,
 ) -> pinned_status {
-    guard(|| {
-        check_out(data, "data")?;
-        check_out(len, "len")?;
-        // SAFETY: per the contract above.
-        let (ptr, n) = unsafe {
-            with_request(partition, request, |r| {
-                let input = r.input_mut()?;
-                Ok((input.as_mut_ptr(), input.len()))
-            })
-        }?;
-        // SAFETY: both checked non-NULL.
-        unsafe { write_buffer(data, len, ptr, n) };
-        Ok(())
-    })
+    // SAFETY: per the contract above.
+    unsafe {
+        lend_buffer(partition, request, data, len, |r| {
+            let input = r.input_mut()?;
+            Ok((input.as_mut_ptr(), input.len()))
+        })
+    }
 }
 
 /// Points `*data` at the finished request's output (`*len` floats), to
@@ -296,20 +304,13 @@ pub unsafe extern "C" fn pinned_request_output_buffer(
     data: *mut *const f32,
     len: *mut usize,
 ) -> pinned_status {
-    guard(|| {
-        check_out(data, "data")?;
-        check_out(len, "len")?;
-        // SAFETY: per the contract above.
-        let (ptr, n) = unsafe {
-            with_request(partition, request, |r| {
-                let output = r.output()?;
-                Ok((output.as_ptr(), output.len()))
-            })
-        }?;
-        // SAFETY: both checked non-NULL.
-        unsafe { write_buffer(data, len, ptr, n) };
-        Ok(())
-    })
+    // SAFETY: per the contract above.
+    unsafe {
+        lend_buffer(partition, request, data, len, |r| {
+            let output = r.output()?;
+            Ok((output.as_ptr(), output.len()))
+        })
+    }
 }
 
 /// Submits the request. `blocking` false: `PINNED_RING_FULL` at once when

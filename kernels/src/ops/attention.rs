@@ -71,15 +71,9 @@ pub fn attention_head(
     out: &mut [f32],
 ) -> Result<(), OpsError> {
     let HeadShape { rows, len, d, .. } = shape;
-    check_head(shape, q, k, v, keep, out)?;
+    check_head(shape, q, k, v, keep, out, work, attention_work_floats)?;
     if rows == 0 || len == 0 || d == 0 {
         return Ok(());
-    }
-    if work.len() < attention_work_floats(rows, len, d) {
-        return Err(OpsError::Shape {
-            what: "attention head",
-            detail: format!("work buffer of {} floats", work.len()),
-        });
     }
     let head = Head {
         shape,
@@ -94,8 +88,11 @@ pub fn attention_head(
     dispatch(isa, head)
 }
 
-/// The checks every head makes of its operands (not of its work buffer):
-/// strides, Q/K/V/output lengths, the mask's length. Empty heads pass.
+/// The checks every head makes: strides, Q/K/V/output lengths, the mask's
+/// length, then the work buffer against `work_floats(rows, len, d)` (the
+/// head's own size function, called only for a non-empty head whose
+/// operands passed). Empty heads pass.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn check_head(
     shape: HeadShape,
     q: &[f32],
@@ -103,6 +100,8 @@ pub(super) fn check_head(
     v: &[f32],
     keep: Option<&[bool]>,
     out: &[f32],
+    work: &[f32],
+    work_floats: fn(usize, usize, usize) -> usize,
 ) -> Result<(), OpsError> {
     let HeadShape {
         rows,
@@ -139,6 +138,13 @@ pub(super) fn check_head(
         return bad(format!(
             "mask of {:?} flags for {len} keys",
             keep.map(<[bool]>::len)
+        ));
+    }
+    let needed = work_floats(rows, len, d);
+    if work.len() < needed {
+        return bad(format!(
+            "work buffer of {} floats, needs {needed}",
+            work.len()
         ));
     }
     Ok(())

@@ -86,21 +86,14 @@ pub fn attention_head_amx(
     out: &mut [f32],
 ) -> Result<(), OpsError> {
     let HeadShape { rows, len, d, .. } = shape;
-    check_head(shape, q, k, v, keep, out)?;
+    check_head(shape, q, k, v, keep, out, work, attention_amx_work_floats)?;
     if rows == 0 || len == 0 || d == 0 {
         return Ok(());
     }
-    let needed = attention_amx_work_floats(rows, len, d);
-    if work.len() < needed {
-        return Err(OpsError::Shape {
-            what: "attention head",
-            detail: format!("work buffer of {} floats, needs {needed}", work.len()),
-        });
-    }
     ensure_tiles(token);
     // SAFETY: AMX-BF16 (and the AVX-512 it implies) is proven by the token
-    // and the tiles are configured on this thread; the operands passed
-    // `check_head` and the work buffer holds the layout's bytes.
+    // and the tiles are configured on this thread; the operands and the
+    // work buffer (the layout's bytes) passed `check_head`.
     unsafe { head(token, shape, scale, q, k, v, keep, work, out) };
     Ok(())
 }

@@ -47,9 +47,7 @@ impl HelperPlacement {
     /// The CPU of each helper when the leader runs on `leader`: the other
     /// CPUs in turn (all of them, if the partition has only the leader's).
     fn plan(cpus: &[usize], leader: usize, helpers: usize) -> Vec<usize> {
-        let others: Vec<usize> = cpus.iter().copied().filter(|&c| c != leader).collect();
-        let pool = if others.is_empty() { cpus } else { &others };
-        (0..helpers).map(|h| pool[h % pool.len()]).collect()
+        (0..helpers).map(|h| cpu_for(cpus, h, leader)).collect()
     }
 
     /// Run by helper `h` (0-based) on its own thread as it starts.
@@ -69,7 +67,7 @@ impl HelperPlacement {
         }
         self.leader.store(leader, Ordering::Relaxed);
         for (h, (tid, cpu)) in self.tids.iter().zip(&self.cpu).enumerate() {
-            let (tid, want) = (tid.load(Ordering::Acquire), self.cpu_for(h, leader));
+            let (tid, want) = (tid.load(Ordering::Acquire), cpu_for(&self.cpus, h, leader));
             if tid == 0 || cpu.load(Ordering::Relaxed) == want {
                 continue;
             }
@@ -77,21 +75,6 @@ impl HelperPlacement {
                 cpu.store(want, Ordering::Relaxed);
             }
         }
-    }
-
-    /// [`Self::plan`]'s CPU for helper `h`, without building the plan.
-    fn cpu_for(&self, h: usize, leader: usize) -> usize {
-        let others = self.cpus.iter().filter(|&&c| c != leader).count();
-        if others == 0 {
-            return self.cpus[h % self.cpus.len()];
-        }
-        let nth = h % others;
-        self.cpus
-            .iter()
-            .copied()
-            .filter(|&c| c != leader)
-            .nth(nth)
-            .unwrap_or(leader)
     }
 
     /// Each helper's CPUs as the kernel reports them.
@@ -104,21 +87,26 @@ impl HelperPlacement {
     }
 }
 
+/// Helper `h`'s CPU when the leader runs on `leader`: the `h`-th (modulo
+/// their count) of `cpus` other than the leader's, or of all `cpus` if
+/// the leader's is the only one. [`HelperPlacement::plan`] is this for
+/// every helper; the request path calls it alone, allocating nothing.
+fn cpu_for(cpus: &[usize], h: usize, leader: usize) -> usize {
+    let others = cpus.iter().filter(|&&c| c != leader).count();
+    if others == 0 {
+        return cpus[h % cpus.len()];
+    }
+    let nth = h % others;
+    cpus.iter()
+        .copied()
+        .filter(|&c| c != leader)
+        .nth(nth)
+        .unwrap_or(leader)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn cpu_for_agrees_with_the_plan() {
-        for cpus in [vec![0, 1], vec![2, 5, 7], vec![3]] {
-            let p = HelperPlacement::new(&IdList::from_ids(cpus.clone()), 4);
-            for leader in cpus.iter().copied().chain([9]) {
-                let plan = HelperPlacement::plan(&cpus, leader, 4);
-                let each: Vec<usize> = (0..4).map(|h| p.cpu_for(h, leader)).collect();
-                assert_eq!(each, plan, "cpus {cpus:?}, leader {leader}");
-            }
-        }
-    }
 
     #[test]
     fn plans_keep_the_leaders_cpu_free_when_there_is_another() {
@@ -127,7 +115,12 @@ mod tests {
         assert_eq!(HelperPlacement::plan(&[2, 5, 7], 5, 3), [2, 7, 2]);
         // A leader outside the partition (not pinned): any CPU will do.
         assert_eq!(HelperPlacement::plan(&[0, 1], 9, 2), [0, 1]);
+        assert_eq!(HelperPlacement::plan(&[2, 5, 7], 9, 4), [2, 5, 7, 2]);
         // One CPU: the helpers share it.
         assert_eq!(HelperPlacement::plan(&[3], 3, 2), [3, 3]);
+        assert_eq!(HelperPlacement::plan(&[3], 9, 2), [3, 3]);
+        // More helpers than other CPUs: they go round again.
+        assert_eq!(HelperPlacement::plan(&[0, 1], 0, 3), [1, 1, 1]);
+        assert_eq!(HelperPlacement::plan(&[2, 5, 7], 7, 5), [2, 5, 2, 5, 2]);
     }
 }
