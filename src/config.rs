@@ -226,6 +226,10 @@ impl ModelSpec {
             partition: partition(),
             source: Box::new(source),
         };
+        let team_options = |options: LoadOptions| match team_cpus {
+            Some(cpus) => options.threads(threads).cpus(cpus.clone()),
+            None => options.threads(threads),
+        };
         Ok(match self {
             Self::Mlp { widths, seed } => {
                 let widths = widths.as_deref().unwrap_or(&DEFAULT_MLP);
@@ -242,14 +246,14 @@ impl ModelSpec {
                 precision: p,
                 max_seq,
             } => {
-                let options = LoadOptions::default()
+                let options = team_options(LoadOptions::default())
                     .precision(precision(p)?)
                     .placement(weights)
                     .max_seq(max_seq.unwrap_or(512));
                 Arc::new(MiniLm::load_dir(dir, options).map_err(load)?)
             }
             Self::Manifest { path, precision: p } => {
-                let options = LoadOptions::default()
+                let options = team_options(LoadOptions::default())
                     .precision(precision(p)?)
                     .placement(weights);
                 Arc::new(SafetensorsMlp::load(path, options).map_err(load)?)

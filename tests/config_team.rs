@@ -1,5 +1,5 @@
-//! The configuration path (TOML/JSON, and the C ABI through it) gives the
-//! built-in MLP the team the harness gives it: as many threads as the
+//! The configuration path (TOML/JSON, and the C ABI through it) gives its
+//! models the team the harness gives them: as many threads as the
 //! partition has workers, the helpers pinned one CPU each to the
 //! partition's CPUs when the partition pins. One test in this binary: it
 //! finds the helpers among the process's threads (`gemm-team-*`).
@@ -45,6 +45,10 @@ fn new_helpers(before: &BTreeMap<u32, IdList>) -> Vec<IdList> {
 }
 
 fn spec(workers: usize, pin: bool) -> RuntimeSpec {
+    spec_with(workers, pin, "kind = \"mlp\"\nwidths = [8, 16, 4]")
+}
+
+fn spec_with(workers: usize, pin: bool, model: &str) -> RuntimeSpec {
     RuntimeSpec::parse(&format!(
         r#"
 [[partition]]
@@ -53,15 +57,14 @@ cpus = "all"
 workers = {workers}
 pin = {pin}
 [partition.model]
-kind = "mlp"
-widths = [8, 16, 4]
+{model}
 "#
     ))
     .expect("spec")
 }
 
 #[test]
-fn the_config_path_gives_the_builtin_mlp_the_partitions_team() {
+fn the_config_path_gives_its_models_the_partitions_team() {
     let runtime = Runtime::new(RuntimeConfig::default()).expect("runtime");
     let ctx = runtime.cpu_context();
     let allowed = &ctx.allowed;
@@ -100,5 +103,27 @@ fn the_config_path_gives_the_builtin_mlp_the_partitions_team() {
     let before = helpers();
     let per_cpu_model = build(0, true);
     assert_eq!(new_helpers(&before).len(), allowed.len() - 1);
-    drop((pinned_model, free_model, per_cpu_model));
+
+    // A manifest model (the safetensors loader, as MiniLM's): the same.
+    let manifest = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/mlp/tiny_mlp.json"
+    );
+    let spec = spec_with(
+        2,
+        true,
+        &format!("kind = \"manifest\"\npath = \"{manifest}\""),
+    );
+    let part = &spec.partitions[0];
+    let config = part.partition_config().expect("config");
+    let before = helpers();
+    let manifest_model = part.model.build(&config, ctx).expect("manifest model");
+    let found = new_helpers(&before);
+    assert_eq!(
+        found.len(),
+        1,
+        "helpers of a 2-worker manifest model: {found:?}"
+    );
+    assert_eq!(found[0].len(), 1, "a helper is pinned to one CPU");
+    drop((pinned_model, free_model, per_cpu_model, manifest_model));
 }
