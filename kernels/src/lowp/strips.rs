@@ -117,8 +117,11 @@ pub(super) struct RowBlock {
 /// lines per step, or every other line (0.85); the next row block's fp32
 /// A into L2 while the kernels run (conversion 14% -> 8% of the time, the
 /// kernels as much slower); KC 128 (0.99) and MC 256 with KC 128 or 256
-/// (0.92, 0.98); all of A converted up front with 256-512 column blocks
-/// of B held in L2 (0.85-0.9); huge pages for A, B and C (no change).
+/// (0.92, 0.98), MC 64 or 96 (0.87, 0.985); two or four 128-row strips
+/// per row block taking each B micro-panel in turn, so that the second
+/// reads it from L2 (0.885, 0.56: the packed A block no longer stays in
+/// L2); all of A converted up front with 256-512 column blocks of B held
+/// in L2 (0.85-0.9); huge pages for A, B and C (no change).
 /// Profiles put the kernel's stalls on its A tile loads (L2), and the
 /// kernels ran at 1600-1850 GFLOP/s inside the GEMM against 2300 alone:
 /// the B micro-panels, the fp32 A rows and C all stream through L2 from
