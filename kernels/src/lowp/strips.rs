@@ -121,7 +121,8 @@ pub(super) struct RowBlock {
 /// per row block taking each B micro-panel in turn, so that the second
 /// reads it from L2 (0.885, 0.56: the packed A block no longer stays in
 /// L2); all of A converted up front with 256-512 column blocks of B held
-/// in L2 (0.85-0.9); huge pages for A, B and C (no change).
+/// in L2 (0.85-0.9); huge pages for A, B and C (no change); A loaded
+/// with `TILELOADD` instead of `TILELOADDT1` (0.92, either kernel).
 /// Profiles put the kernel's stalls on its A tile loads (L2), and the
 /// kernels ran at 1600-1850 GFLOP/s inside the GEMM against 2300 alone:
 /// the B micro-panels, the fp32 A rows and C all stream through L2 from
