@@ -4,7 +4,8 @@
 //!
 //! `cargo run --release -p pinned-kernels --example lowp_loop -- M K N
 //! [iters] [bf16|int8] [threads]`; `PINNED_LOWP_PATH`, `PINNED_LOWP_KC`,
-//! `PINNED_LOWP_MC` and `PINNED_LOWP_NC` apply.
+//! `PINNED_LOWP_MC`, `PINNED_LOWP_NC`, `PINNED_LOWP_STRIP_KC`,
+//! `PINNED_LOWP_NT` and `PINNED_LOWP_RUNS` apply.
 
 use pinned_kernels::gemm::{Epilogue, MatMut, MatRef, ThreadTeam};
 use pinned_kernels::lowp::{self, Elem, LowpPath, PackedLowp};

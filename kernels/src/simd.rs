@@ -52,6 +52,18 @@ pub trait Simd: Copy + Send + Sync + 'static {
     /// # Safety
     /// `p..p + n` must be writable.
     unsafe fn store_partial(self, p: *mut f32, n: usize, v: Self::V);
+    /// Stores all lanes past the caches where the ISA can (a non-temporal
+    /// store; the caller fences before others read), else as [`store`].
+    ///
+    /// # Safety
+    /// `p..p + LANES` must be writable and `p` aligned to `LANES * 4` bytes.
+    ///
+    /// [`store`]: Simd::store
+    #[inline(always)]
+    unsafe fn store_stream(self, p: *mut f32, v: Self::V) {
+        // SAFETY: the caller's contract covers `store`'s.
+        unsafe { self.store(p, v) }
+    }
 
     /// Hint that `p` will be read soon (into L1). Never faults, whatever `p` is.
     fn prefetch(self, p: *const f32);
@@ -375,6 +387,12 @@ impl Simd for Avx512 {
     unsafe fn store(self, p: *mut f32, v: __m512) {
         // SAFETY: the caller guarantees 16 writable floats at `p`.
         unsafe { _mm512_storeu_ps(p, v) }
+    }
+    #[inline(always)]
+    unsafe fn store_stream(self, p: *mut f32, v: __m512) {
+        // SAFETY: the caller guarantees 16 writable floats at `p`, 64-byte
+        // aligned.
+        unsafe { _mm512_stream_ps(p, v) }
     }
     #[inline(always)]
     unsafe fn load_partial(self, p: *const f32, n: usize) -> __m512 {

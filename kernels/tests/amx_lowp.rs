@@ -395,6 +395,42 @@ fn parallel_splits_rows_and_columns() {
     }
 }
 
+/// A block of C larger than L2, 64-byte aligned, beta = 0: the strip
+/// order writes it with non-temporal stores (through the epilogue).
+#[test]
+fn large_aligned_c_is_streamed_correctly() {
+    let case = Case {
+        epilogue: true,
+        ..Case::new(264, 520, 2048)
+    };
+    for elem in [Elem::Bf16, Elem::Int8] {
+        let Ok(path) = LowpPath::Amx.require(elem) else {
+            eprintln!("AMX not available here: skipped");
+            return;
+        };
+        let o = case.operands(11);
+        let packed = PackedLowp::new(MatRef::new(&o.b, case.k, case.n, case.n).expect("B"), elem);
+        let mut buf = vec![0.0f32; o.c0.len() + 16];
+        let off = buf.as_ptr().align_offset(64);
+        let c = &mut buf[off..off + o.c0.len()];
+        c.copy_from_slice(&o.c0);
+        let mut scratch = vec![0u8; lowp::scratch_bytes(elem, case.m, case.k)];
+        lowp::gemm(
+            path,
+            case.alpha,
+            case.a_view(&o),
+            &packed,
+            case.beta,
+            MatMut::new(c, case.m, case.n, o.ldc).expect("C"),
+            &case.epilogue(&o),
+            &mut scratch,
+        )
+        .expect("gemm");
+        let what = format!("{} aligned C", path.describe(elem));
+        case.check(elem, &o, c, &what);
+    }
+}
+
 #[test]
 fn amx_is_used_where_the_cpu_has_it() {
     let f = pinned_kernels::cpu_features();

@@ -10,16 +10,20 @@
 //! OS stops saving 8 KiB of tile data on its context switches.
 //!
 //! Every tile instruction lives in this module and in [`probe`]; tiles are
-//! never live across two `asm!` blocks (each block zeroes, computes and
-//! stores its accumulators), so nothing depends on the compiler leaving
-//! `tmm` registers alone between blocks.
+//! never live across two `asm!` blocks (each block zeroes or loads,
+//! computes and stores its accumulators, `tile_run` for several blocks
+//! in a row), so nothing depends on the compiler leaving `tmm` registers
+//! alone between blocks.
 
 #![allow(clippy::too_many_arguments)]
 
 pub mod probe;
+pub mod strip_probe;
 mod tile_kernels;
+mod tile_run;
 
 pub(crate) use tile_kernels::{tile_kernel, OutRows, TileOp, PF_STEP};
+pub(crate) use tile_run::{run_hint_steps, tile_run, TileRun, ACC_BLOCK};
 
 use std::cell::Cell;
 

@@ -19,6 +19,10 @@
 //! claims the C rows its result goes to (`prefetchw`, one row per step),
 //! so that writing the tile back does not wait on 64 RFO misses (2048^3
 //! bf16, thread CPU time: 1072-1104 -> 1112-1161 GFLOP/s).
+//!
+//! Each call fills and drains the tile pipeline (about 160 cycles);
+//! [`super::tile_run()`] chains several blocks in one `asm!` block to hide
+//! most of it (see there for what that bought, and did not, in the GEMM).
 
 /// Where the caller will write the tile's result (C itself, not the
 /// accumulators' staging): `rows` rows of at least 128 bytes, `stride`
@@ -41,7 +45,7 @@ pub(crate) enum TileOp {
 }
 
 /// Bytes of packed B per K step and 16-column panel (one B tile).
-const B_TILE_BYTES: usize = 1024;
+pub(crate) const B_TILE_BYTES: usize = 1024;
 /// Bytes prefetched into L2 per K step (8 lines, spread between the tile
 /// products): see [`tile_kernel`]'s `pf`.
 pub(crate) const PF_STEP: usize = 512;

@@ -12,6 +12,7 @@
 use std::sync::OnceLock;
 
 use super::packed::{Layout, PackedLowp, LOWP_ALIGN};
+use super::strips::{drive_strips, strip_kc, RowBlock, Strip, STRIP_ROWS};
 use super::{Elem, LowpPath};
 use crate::cpu::cache_sizes;
 use crate::gemm::{Epilogue, GemmError, MatMut, MatRef, RawEpilogue, SingleThread, Team};
@@ -54,6 +55,9 @@ pub(crate) struct KTile {
     /// Data a later call reads, prefetched into L2 while this one runs
     /// (AMX kernels; a hint, any address is allowed).
     pub pf: *const u8,
+    /// Bytes `pf` moves per K step (the AMX run kernel; the per-tile
+    /// kernel's step is fixed).
+    pub pf_step: usize,
     /// Where the tile's result goes in C: `out_rows` rows `out_stride`
     /// bytes apart, claimed for writing while the products run (AMX
     /// kernels; a hint like `pf`).
@@ -72,7 +76,7 @@ pub(crate) const A_CHUNK: usize = 1024;
 /// `group` bytes, each a run of 1 KiB chunks (16 rows x 64 K bytes), so
 /// every A tile is one contiguous kilobyte, like the B tiles.
 #[inline(always)]
-fn a_offset(r: usize, x: usize, group: usize) -> usize {
+pub(super) fn a_offset(r: usize, x: usize, group: usize) -> usize {
     (r / 16) * group + (x / 64) * A_CHUNK + (r % 16) * 64 + x % 64
 }
 
@@ -100,6 +104,29 @@ pub(crate) trait LowpKernel: Copy {
     /// readable and writable for `MR` rows (AMX: 16 rows when `rows <= 16`)
     /// of 32 values, `acc_stride` bytes apart.
     unsafe fn run(self, t: &KTile, acc: *mut u8, acc_stride: usize, load: bool);
+    /// The strip order's K slice for a whole row block at once: `t.rows`
+    /// rows in `t.rows.div_ceil(32)` row tiles, tile `b`'s A at `t.a + b *
+    /// a_tile`, its accumulators the `b`-th 32 x 32 block (4 KiB) at `acc`;
+    /// `out` / `out_rows` claim C rows as the run goes. By default one
+    /// [`run`](LowpKernel::run) call per row tile (AMX: one `asm!` block
+    /// for them all, [`crate::amx::tile_run`]).
+    ///
+    /// # Safety
+    /// Each row tile's [`KTile`] (rows `min(32, t.rows - 32 b)`, A at its
+    /// offset) satisfies the invariants; `acc` holds `t.rows.div_ceil(32)`
+    /// blocks of 32 x 32 values with 128-byte rows.
+    unsafe fn run_strip(self, t: &KTile, a_tile: usize, acc: *mut u8, load: bool) {
+        for b in 0..t.rows.div_ceil(32) {
+            let tile = KTile {
+                rows: (t.rows - 32 * b).min(32),
+                a: t.a.wrapping_add(b * a_tile),
+                out_rows: 0,
+                ..*t
+            };
+            // SAFETY: the caller's contract, per row tile.
+            unsafe { self.run(&tile, acc.add(b * 32 * 32 * 4), 128, load) };
+        }
+    }
 }
 
 /// A validated call in raw form.
@@ -109,30 +136,30 @@ pub(crate) trait LowpKernel: Copy {
 /// `rows_pad(m) / 16` groups of `a_group` bytes and the row scales `rows_pad(m)`
 /// floats; B's panels, scales and sums match `layout`.
 #[derive(Clone, Copy)]
-struct Call {
-    layout: Layout,
-    m: usize,
-    alpha: f32,
-    beta: f32,
-    a: *const f32,
-    rs: usize,
-    cs: usize,
-    b: *const u8,
-    col_scales: *const f32,
-    col_sums: *const i32,
-    c: *mut f32,
-    ldc: usize,
-    epilogue: Option<RawEpilogue>,
-    apack: *mut u8,
+pub(super) struct Call {
+    pub(super) layout: Layout,
+    pub(super) m: usize,
+    pub(super) alpha: f32,
+    pub(super) beta: f32,
+    pub(super) a: *const f32,
+    pub(super) rs: usize,
+    pub(super) cs: usize,
+    pub(super) b: *const u8,
+    pub(super) col_scales: *const f32,
+    pub(super) col_sums: *const i32,
+    pub(super) c: *mut f32,
+    pub(super) ldc: usize,
+    pub(super) epilogue: Option<RawEpilogue>,
+    pub(super) apack: *mut u8,
     /// Bytes per 16-row group of packed A (`16 * kp * size`).
-    a_group: usize,
-    row_scales: *mut f32,
-    a_u8: bool,
+    pub(super) a_group: usize,
+    pub(super) row_scales: *mut f32,
+    pub(super) a_u8: bool,
     /// Each thread converts its A row block by row block, just before the
     /// block is used, into the packed rows at the start of its own share
     /// (reused for every block, so they stay in L2); otherwise the caller
     /// packed all of A up front (threads that split the columns share it).
-    pack_blocks: bool,
+    pub(super) pack_blocks: bool,
 }
 
 // SAFETY: threads write disjoint rows of the packed A and disjoint C
@@ -280,6 +307,13 @@ pub fn gemm_parallel(
         // `pack_blocks` (one thread per row block) the packed rows of its
         // share are its own, else the caller packed A before `team.run`.
         unsafe { dispatch(path, &call, blk) };
+        // Non-temporal stores of C (see `drive_strips`) are ordered before
+        // the team's completion signal.
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: SFENCE has no preconditions (SSE2 is baseline on x86_64).
+        unsafe {
+            core::arch::x86_64::_mm_sfence()
+        };
     };
     team.run(&job);
     Ok(())
@@ -287,11 +321,11 @@ pub fn gemm_parallel(
 
 /// A thread's block of C.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Block {
-    i0: usize,
-    rows: usize,
-    j0: usize,
-    cols: usize,
+pub(super) struct Block {
+    pub(super) i0: usize,
+    pub(super) rows: usize,
+    pub(super) j0: usize,
+    pub(super) cols: usize,
 }
 
 /// `tm x tn` blocks, one per thread.
@@ -719,6 +753,7 @@ unsafe fn drive<K: LowpKernel>(k: K, call: &Call, blk: Block) {
                             full_k: kcb == l.kp,
                             col_sums: call.col_sums.wrapping_add(j),
                             pf,
+                            pf_step: 0,
                             out: c.cast(),
                             out_stride: call.ldc * 4,
                             out_rows: rows,
@@ -779,6 +814,7 @@ unsafe fn drive<K: LowpKernel>(k: K, call: &Call, blk: Block) {
                                 core::ptr::null_mut()
                             },
                             col_scale: call.col_scales.wrapping_add(j),
+                            stream: false,
                         };
                         // SAFETY: (i.., j..) + rows x cols lies inside C (the block
                         // does), row and column scales cover it (int8).
@@ -786,180 +822,6 @@ unsafe fn drive<K: LowpKernel>(k: K, call: &Call, blk: Block) {
                     }
                 }
             }
-        }
-    }
-}
-
-/// Rows of C's partial-sum strip in the strip order.
-const STRIP_ROWS: usize = 128;
-
-/// A 32-column strip of partial sums: `STRIP_ROWS / 32` tiles of 32 x 32,
-/// each contiguous (rows 128 bytes apart).
-#[repr(C, align(64))]
-struct Strip([f32; STRIP_ROWS * 32]);
-
-/// The strip order's K block: the kernel's [`LowpKernel::STRIP_KC`] (or
-/// `PINNED_LOWP_STRIP_KC`, 0 to turn it off) when the block has more than
-/// 64 rows and K is deeper than one strip block; else 0.
-fn strip_kc<K: LowpKernel>(rows: usize, kp: usize) -> usize {
-    static OVERRIDE: OnceLock<Option<usize>> = OnceLock::new();
-    let forced = *OVERRIDE.get_or_init(|| {
-        std::env::var("PINNED_LOWP_STRIP_KC")
-            .ok()
-            .and_then(|v| v.parse().ok())
-    });
-    if K::STRIP_KC == 0 || rows <= 64 {
-        return 0;
-    }
-    let step = K::ELEM.k_step();
-    let kc = forced.unwrap_or(K::STRIP_KC).next_multiple_of(step);
-    if kc == 0 || kc >= kp {
-        0
-    } else {
-        kc
-    }
-}
-
-/// A row block of loop 3 as [`drive_strips`] sees it.
-#[derive(Clone, Copy)]
-struct RowBlock {
-    ic: usize,
-    mcb: usize,
-    /// Packed row of the block's first row.
-    a_row0: usize,
-    /// Another row block follows (its first B micro-panel is prefetched).
-    next_block: bool,
-}
-
-/// The strip order for one row block: loop 2 (jr) outside the K loop, so
-/// that the partial sums of a 32-column strip of the row block (at most
-/// [`STRIP_ROWS`] rows) stay in L1 (`strip`, 16 KiB) and each `kc`-deep B slice (`kc x 32`,
-/// 16 KiB at 256 bf16) is read from L1 by every row tile after the first,
-/// while the A slices stream from L2 with `TILELOADDT1` (so they do not
-/// push the B slice out). Whole-K calls stream both operands from L2.
-///
-/// Measured with the tile kernel alone on L2-resident operands (best of
-/// 300 ms, this VM): both operands from L2 about 52% of the `TDPBF16PS`
-/// peak, one from L1 about 63%, both from L1 76% (8-step calls; each call
-/// costs about 160 cycles of tile pipeline fill and drain, hence not
-/// shorter K slices). In the 2048^3 GEMM (thread CPU time, 4 interleaved
-/// runs): bf16 1160-1190 -> 1251-1292 GFLOP/s, int8 1759-1908 -> 1977-2068
-/// GOP/s; KC 512 (a 32 KiB slice) measured 3-6% below 256, and row blocks
-/// above 128 rows lost (MC 256: -5 to -10%).
-///
-/// # Safety
-/// As [`drive`]; `rb.mcb <= STRIP_ROWS`, the block's packed A rows are
-/// written, `kc % k_step == 0`, `0 < kc`.
-#[allow(clippy::too_many_arguments)]
-#[inline(always)]
-unsafe fn drive_strips<K: LowpKernel>(
-    k: K,
-    call: &Call,
-    blk: Block,
-    rb: RowBlock,
-    jc: usize,
-    ncb: usize,
-    kc: usize,
-    strip: &mut Strip,
-) {
-    let s = k.simd();
-    let l = &call.layout;
-    let esize = l.elem.bytes();
-    let k_blocks = l.kp.div_ceil(kc);
-    let slice = l.kp * 16 * esize;
-    // Loop 2 (jr, step 32): one B micro-panel, K slice by K slice.
-    for jr in (jc..jc + ncb).step_by(NR) {
-        let j = blk.j0 + jr;
-        let cols = NR.min(blk.cols - jr);
-        let panel = call.b.wrapping_add((j / 16) * l.panel_bytes());
-        // The next micro-panel goes to L2 while this one runs, as in `drive`.
-        let next_j = if jr + NR < jc + ncb {
-            Some(j + NR)
-        } else if rb.next_block {
-            Some(blk.j0 + jc)
-        } else {
-            None
-        };
-        let next_b = next_j.map(|nj| call.b.wrapping_add((nj / 16) * l.panel_bytes()));
-        let mut off = 0;
-        let acc = strip.0.as_mut_ptr();
-        // Loop 4 (pc, step KC): one K slice of the micro-panel, in L1.
-        for kb in 0..k_blocks {
-            let pc = kb * kc;
-            let kcb = kc.min(l.kp - pc);
-            let steps = kcb / l.elem.k_step();
-            // The C rows of each tile are claimed for writing over the last
-            // K slices, `steps - 1` rows per call.
-            let per_call = steps - 1;
-            let first_claim = k_blocks.saturating_sub(K::MR.div_ceil(per_call.max(1)));
-            let b0 = panel.wrapping_add(pc * 16 * esize);
-            // Loop 1 (ir, step MR): one A micro-panel slice, from L2.
-            for (t, ir) in (rb.ic..rb.ic + rb.mcb).step_by(K::MR).enumerate() {
-                let i = blk.i0 + ir;
-                let rows = K::MR.min(blk.rows - ir);
-                let c = call.c.wrapping_add(i * call.ldc + j);
-                let a = call.apack.wrapping_add(a_offset(
-                    rb.a_row0 + ir - rb.ic,
-                    pc * esize,
-                    call.a_group,
-                ));
-                let pf = match next_b {
-                    Some(nb) if off < slice => nb.wrapping_add(off),
-                    Some(nb) if off < 2 * slice => nb.wrapping_add(l.panel_bytes() + off - slice),
-                    _ => a,
-                };
-                off += steps * crate::amx::PF_STEP;
-                let claimed = if per_call > 0 && kb >= first_claim {
-                    ((kb - first_claim) * per_call).min(rows)
-                } else {
-                    rows
-                };
-                let tile = KTile {
-                    rows,
-                    a,
-                    a_group: call.a_group,
-                    b0,
-                    b1: b0.wrapping_add(l.panel_bytes()),
-                    kc: kcb,
-                    full_k: kcb == l.kp,
-                    col_sums: call.col_sums.wrapping_add(j),
-                    pf,
-                    out: c.wrapping_add(claimed * call.ldc).cast(),
-                    out_stride: call.ldc * 4,
-                    out_rows: rows - claimed,
-                    a_streams: true,
-                };
-                // SAFETY: the tile's rows, K slice and panels lie in the
-                // packed A and B (KTile invariants); tile `t` of the strip
-                // holds 32 x 32 values (`t < mcb / 32 <= STRIP_ROWS / 32`).
-                unsafe { k.run(&tile, acc.add(t * 32 * 32).cast(), 128, kb > 0) };
-            }
-        }
-        for (t, ir) in (rb.ic..rb.ic + rb.mcb).step_by(K::MR).enumerate() {
-            let i = blk.i0 + ir;
-            let rows = K::MR.min(blk.rows - ir);
-            let tile = &mut strip.0[t * 32 * 32..(t + 1) * 32 * 32];
-            if K::ELEM == Elem::Int8 {
-                for x in &mut tile[..rows * 32] {
-                    *x = x.to_bits() as i32 as f32;
-                }
-            }
-            let out = Out {
-                alpha: call.alpha,
-                beta: call.beta,
-                load_c: call.beta != 0.0,
-                epilogue: call.epilogue.map(|e| e.offset(i, j)),
-                row_scale: if l.elem == Elem::Int8 {
-                    call.row_scales.wrapping_add(i)
-                } else {
-                    core::ptr::null_mut()
-                },
-                col_scale: call.col_scales.wrapping_add(j),
-            };
-            let c = call.c.wrapping_add(i * call.ldc + j);
-            // SAFETY: (i.., j..) + rows x cols lies inside C (the block
-            // does), row and column scales cover it (int8).
-            unsafe { write_tile(s, tile.as_ptr(), rows, cols, c, call.ldc, &out) };
         }
     }
 }
@@ -989,15 +851,18 @@ unsafe fn copy_tile(
 struct Staging([f32; 32 * 32]);
 
 /// How a staged tile meets C.
-struct Out {
-    alpha: f32,
-    beta: f32,
-    load_c: bool,
-    epilogue: Option<RawEpilogue>,
+pub(super) struct Out {
+    pub(super) alpha: f32,
+    pub(super) beta: f32,
+    pub(super) load_c: bool,
+    pub(super) epilogue: Option<RawEpilogue>,
     /// Int8: the tile's row scales; null for bf16.
-    row_scale: *const f32,
+    pub(super) row_scale: *const f32,
     /// Int8: the tile's column scales (32 readable); ignored for bf16.
-    col_scale: *const f32,
+    pub(super) col_scale: *const f32,
+    /// Full 64-byte-aligned rows of C (32 columns) leave with
+    /// non-temporal stores.
+    pub(super) stream: bool,
 }
 
 /// `C = scale * staged (+ beta * C)`, then the epilogue, row by row.
@@ -1007,7 +872,7 @@ struct Out {
 /// writable for `r < rows`, `j < cols <= 32`; the scales (int8) cover the
 /// tile; the epilogue is offset to the tile.
 #[inline(always)]
-unsafe fn write_tile<S: Simd>(
+pub(super) unsafe fn write_tile<S: Simd>(
     s: S,
     buf: *const f32,
     rows: usize,
@@ -1054,7 +919,9 @@ unsafe fn write_tile<S: Simd>(
                 if let Some(e) = &o.epilogue {
                     x = e.apply(s, x, r, col, n);
                 }
-                if n == lanes {
+                if o.stream {
+                    s.store_stream(dst, x);
+                } else if n == lanes {
                     s.store(dst, x);
                 } else {
                     s.store_partial(dst, n, x);

@@ -3,7 +3,7 @@
 
 use super::driver::{KTile, LowpKernel};
 use super::Elem;
-use crate::amx::{ensure_tiles, tile_kernel, OutRows, TileOp};
+use crate::amx::{ensure_tiles, tile_kernel, tile_run, OutRows, TileOp, TileRun};
 use crate::isa::{AmxBf16, AmxInt8, Avx512};
 
 /// K block for large-M calls: 4 KiB of K per row (2048 bf16). Measured on
@@ -62,6 +62,11 @@ impl LowpKernel for AmxBf16 {
             )
         }
     }
+    #[inline(always)]
+    unsafe fn run_strip(self, t: &KTile, a_tile: usize, acc: *mut u8, load: bool) {
+        // SAFETY: as `run`, for every row tile of the strip.
+        unsafe { run_strip_amx(TileOp::Bf16, t, t.kc / 32, a_tile, acc, load) }
+    }
 }
 
 impl LowpKernel for AmxInt8 {
@@ -103,4 +108,79 @@ impl LowpKernel for AmxInt8 {
             )
         }
     }
+    #[inline(always)]
+    unsafe fn run_strip(self, t: &KTile, a_tile: usize, acc: *mut u8, load: bool) {
+        // SAFETY: as `run`, for every row tile of the strip.
+        unsafe { run_strip_amx(TileOp::Int8, t, t.kc / 64, a_tile, acc, load) }
+    }
+}
+
+/// The strip order's K slice as one [`tile_run`] over all row tiles, or,
+/// for a single K step (too short for the run kernel), one call per tile.
+///
+/// # Safety
+/// As [`LowpKernel::run_strip`], with this thread's tiles configured for
+/// `op` (the kernels' `prepare`); `steps` is the slice's K steps.
+#[inline(always)]
+unsafe fn run_strip_amx(
+    op: TileOp,
+    t: &KTile,
+    steps: usize,
+    a_tile: usize,
+    acc: *mut u8,
+    load: bool,
+) {
+    let blocks = t.rows.div_ceil(32);
+    if steps < 2 {
+        for b in 0..blocks {
+            // SAFETY: the caller's contract for row tile `b` (A padded to
+            // 32 rows, 32 x 32 accumulators per block).
+            unsafe {
+                tile_kernel(
+                    op,
+                    true,
+                    t.a_streams,
+                    t.a.wrapping_add(b * a_tile),
+                    t.a_group,
+                    t.b0,
+                    t.b1,
+                    steps,
+                    acc.add(b * crate::amx::ACC_BLOCK),
+                    128,
+                    load,
+                    t.pf,
+                    OutRows {
+                        ptr: t.out,
+                        stride: t.out_stride,
+                        rows: 0,
+                    },
+                )
+            };
+        }
+        return;
+    }
+    let run = TileRun {
+        a: t.a,
+        a_group: t.a_group,
+        a_block: a_tile,
+        b0: t.b0,
+        b1: t.b1,
+        b_block: 0,
+        steps,
+        blocks,
+        acc,
+        load,
+        a_streams: t.a_streams,
+        pf: t.pf,
+        pf_step: t.pf_step,
+        out: OutRows {
+            ptr: t.out,
+            stride: t.out_stride,
+            rows: t.out_rows,
+        },
+    };
+    // SAFETY: every row tile reads 32 rows of A (the packed A is padded to
+    // 32 rows), `steps` 1 KiB tiles of each B panel (KTile invariants),
+    // and its 4 KiB of accumulators; steps >= 2, blocks >= 1.
+    unsafe { tile_run(op, &run) }
 }

@@ -34,6 +34,7 @@ mod kernel_amx;
 mod kernel_avx512;
 mod kernel_portable;
 mod packed;
+mod strips;
 
 pub use driver::{gemm, gemm_parallel, scratch_bytes, INT8_MAX_K};
 pub use packed::{PackedBf16, PackedInt8, PackedLowp, LOWP_ALIGN};

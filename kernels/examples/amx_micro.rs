@@ -1,0 +1,40 @@
+//! The AMX strip-order kernels alone, outside the GEMM: one two-row call
+//! per row tile against one run kernel per K slice (a tuning aid).
+//!
+//! `cargo run --release -p pinned-kernels --example amx_micro -- [steps]
+//! [blocks] [a_kib] [b_kib] [pf_mib]`: see `amx::strip_probe::StripProbe`.
+
+use std::time::Duration;
+
+use pinned_kernels::amx::probe::amx_bf16_peak_gflops;
+use pinned_kernels::amx::strip_probe::{strip_gflops, StripProbe};
+
+fn main() {
+    let args: Vec<usize> = std::env::args()
+        .skip(1)
+        .filter_map(|s| s.parse().ok())
+        .collect();
+    let arg = |i: usize, d: usize| args.get(i).copied().unwrap_or(d);
+    let probe = StripProbe {
+        steps: arg(0, 8),
+        blocks: arg(1, 4),
+        a_kib: arg(2, 512),
+        b_kib: arg(3, 0),
+        pf_mib: arg(4, 0),
+        run: false,
+    };
+    let budget = Duration::from_millis(300);
+    let Some(peak) = amx_bf16_peak_gflops(budget) else {
+        eprintln!("no AMX-BF16 here");
+        return;
+    };
+    for _ in 0..3 {
+        let calls = strip_gflops(probe, budget).unwrap_or(0.0);
+        let run = strip_gflops(StripProbe { run: true, ..probe }, budget).unwrap_or(0.0);
+        println!(
+            "{probe:?}: per-tile calls {calls:.0} ({:.0}%), run {run:.0} ({:.0}%) of the {peak:.0} GFLOP/s probe",
+            100.0 * calls / peak,
+            100.0 * run / peak
+        );
+    }
+}
