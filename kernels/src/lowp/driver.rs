@@ -884,7 +884,13 @@ pub(super) unsafe fn write_tile<S: Simd>(
     let lanes = S::LANES;
     if o.row_scale.is_null() && !o.load_c && cols.is_multiple_of(lanes) {
         // SAFETY: the caller's contract.
-        unsafe { write_tile_plain(s, buf, rows, cols, c, ldc, o) };
+        unsafe {
+            if o.stream {
+                write_tile_plain::<S, true>(s, buf, rows, cols, c, ldc, o);
+            } else {
+                write_tile_plain::<S, false>(s, buf, rows, cols, c, ldc, o);
+            }
+        }
         return;
     }
     for r in 0..rows {
@@ -939,9 +945,9 @@ pub(super) unsafe fn write_tile<S: Simd>(
 /// bf16).
 ///
 /// # Safety
-/// As [`write_tile`], and `cols % S::LANES == 0`.
+/// As [`write_tile`], and `cols % S::LANES == 0`; `STREAM` as `o.stream`.
 #[inline(always)]
-unsafe fn write_tile_plain<S: Simd>(
+unsafe fn write_tile_plain<S: Simd, const STREAM: bool>(
     s: S,
     buf: *const f32,
     rows: usize,
@@ -962,7 +968,11 @@ unsafe fn write_tile_plain<S: Simd>(
                     Some(e) => e.apply(s, x, r, col, S::LANES),
                     None => x,
                 };
-                s.store(dst.add(col), x);
+                if STREAM {
+                    s.store_stream(dst.add(col), x);
+                } else {
+                    s.store(dst.add(col), x);
+                }
             }
         }
     }
