@@ -69,6 +69,30 @@ pub(crate) struct KTile {
     pub a_streams: bool,
 }
 
+impl KTile {
+    /// What every row tile over one K slice of one B micro-panel shares:
+    /// the slice (`b0`: its first panel, `kc` deep, columns from `j`) and
+    /// C's stride. The caller sets the rest (rows, A, hints, where C goes).
+    pub(super) fn for_slice(call: &Call, b0: *const u8, kc: usize, j: usize) -> Self {
+        Self {
+            rows: 0,
+            a: core::ptr::null(),
+            a_group: call.a_group,
+            b0,
+            b1: b0.wrapping_add(call.layout.panel_bytes()),
+            kc,
+            full_k: kc == call.layout.kp,
+            col_sums: call.col_sums.wrapping_add(j),
+            pf: core::ptr::null(),
+            pf_step: 0,
+            out: core::ptr::null(),
+            out_stride: call.ldc * 4,
+            out_rows: 0,
+            a_streams: false,
+        }
+    }
+}
+
 /// Bytes of one A chunk: 16 rows x 64 bytes, one AMX tile.
 pub(crate) const A_CHUNK: usize = 1024;
 
@@ -746,18 +770,10 @@ unsafe fn drive<K: LowpKernel>(k: K, call: &Call, blk: Block) {
                         let tile = KTile {
                             rows,
                             a,
-                            a_group: call.a_group,
-                            b0,
-                            b1: b0.wrapping_add(l.panel_bytes()),
-                            kc: kcb,
-                            full_k: kcb == l.kp,
-                            col_sums: call.col_sums.wrapping_add(j),
                             pf,
-                            pf_step: 0,
                             out: c.cast(),
-                            out_stride: call.ldc * 4,
                             out_rows: rows,
-                            a_streams: false,
+                            ..KTile::for_slice(call, b0, kcb, j)
                         };
                         let load = raw_in_c && !first;
                         if raw_in_c && !last {

@@ -208,18 +208,12 @@ pub(super) unsafe fn drive_strips<K: LowpKernel>(
                 let tile = KTile {
                     rows: rb.mcb,
                     a,
-                    a_group: call.a_group,
-                    b0,
-                    b1: b0.wrapping_add(l.panel_bytes()),
-                    kc: kcb,
-                    full_k: kcb == l.kp,
-                    col_sums: call.col_sums.wrapping_add(j),
                     pf,
                     pf_step,
                     out: c.cast(),
-                    out_stride: call.ldc * 4,
                     out_rows: (rb.mcb - claimed).min(hint_steps),
                     a_streams: true,
+                    ..KTile::for_slice(call, b0, kcb, j)
                 };
                 // SAFETY: each row tile's rows, K slice and panels lie in
                 // the packed A (rows padded to 32) and B (KTile
@@ -257,18 +251,11 @@ pub(super) unsafe fn drive_strips<K: LowpKernel>(
                 let tile = KTile {
                     rows,
                     a,
-                    a_group: call.a_group,
-                    b0,
-                    b1: b0.wrapping_add(l.panel_bytes()),
-                    kc: kcb,
-                    full_k: kcb == l.kp,
-                    col_sums: call.col_sums.wrapping_add(j),
                     pf,
-                    pf_step: 0,
                     out: c.wrapping_add(claimed * call.ldc).cast(),
-                    out_stride: call.ldc * 4,
                     out_rows: rows - claimed,
                     a_streams: true,
+                    ..KTile::for_slice(call, b0, kcb, j)
                 };
                 // SAFETY: the tile's rows, K slice and panels lie in the
                 // packed A and B (KTile invariants); tile `t` of the strip
