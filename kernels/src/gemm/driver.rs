@@ -49,7 +49,8 @@ pub(crate) unsafe fn run_blocked<K: MicroKernel>(
     let kc_max = blk.kc.min(p.k.max(1));
     let k_blocks = p.k.div_ceil(kc_max).max(1);
     // One row tile streams B once anyway (M <= MR).
-    let prefetch = p.m > mr && Blocking::prefetch_next_slice(p.k, p.n);
+    let cold = matches!(p.b, BSource::Packed { cold: true, .. });
+    let prefetch = p.m > mr && (cold || Blocking::prefetch_next_slice(p.k, p.n));
 
     // Loop 6 (jc, step NC): a column block of B and C.
     for jc in (0..p.n).step_by(blk.nc) {
@@ -63,7 +64,9 @@ pub(crate) unsafe fn run_blocked<K: MicroKernel>(
             let pc = kb * kc_max;
             let kcb = kc_max.min(p.k - pc);
             let (b_ptr, b_stride) = match p.b {
-                BSource::Packed { ptr, panel_stride } => (
+                BSource::Packed {
+                    ptr, panel_stride, ..
+                } => (
                     ptr.wrapping_add(jc / nr * panel_stride + pc * nr),
                     panel_stride,
                 ),
@@ -207,7 +210,9 @@ impl NextSlice {
         }
         let next_pc = at.pc + at.kcb;
         match p.b {
-            BSource::Packed { ptr, panel_stride } if next_pc < p.k => Some((
+            BSource::Packed {
+                ptr, panel_stride, ..
+            } if next_pc < p.k => Some((
                 Self {
                     first: ptr.wrapping_add(at.jc / blk.nr * panel_stride + next_pc * blk.nr),
                     panel_stride,
@@ -243,12 +248,16 @@ mod tests {
             let b: Vec<f32> = (0..k * n).map(|i| ((i * 5) % 13) as f32 - 6.0).collect();
             let bias: Vec<f32> = (0..n).map(|j| j as f32).collect();
             let packed = PackedB::new(&b, n, k, n, isa).unwrap();
-            for use_packed in [false, true] {
+            let mut cold = PackedB::new(&b, n, k, n, isa).unwrap();
+            cold.set_cold(true);
+            // Plain, packed, and packed cold (every tile prefetching the
+            // next slice: next NB columns, next row block, next K slice).
+            for (use_packed, packed) in [(false, &packed), (true, &packed), (true, &cold)] {
                 let mut c = vec![1.0f32; m * n];
                 let epi = Epilogue::new().bias(&bias).relu();
                 let mut cm = MatMut::new(&mut c, m, n, n).unwrap();
                 let bm = if use_packed {
-                    BMatrix::Packed(&packed)
+                    BMatrix::Packed(packed)
                 } else {
                     BMatrix::Plain(MatRef::new(&b, k, n, n).unwrap())
                 };
@@ -265,7 +274,12 @@ mod tests {
                         let dot: f32 = (0..k).map(|q| a[i * k + q] * b[q * n + j]).sum();
                         // Small integers: every path is exact.
                         let want = (dot + 0.5 + bias[j]).max(0.0);
-                        assert_eq!(c[i * n + j], want, "{isa} packed={use_packed} ({i},{j})");
+                        assert_eq!(
+                            c[i * n + j],
+                            want,
+                            "{isa} packed={use_packed} cold={} ({i},{j})",
+                            packed.is_cold()
+                        );
                     }
                 }
             }

@@ -255,6 +255,9 @@ pub(crate) enum BSource {
     Packed {
         ptr: *const f32,
         panel_stride: usize,
+        /// The caller expects it in memory, not in L2 (see
+        /// [`PackedB::set_cold`]).
+        cold: bool,
     },
     Plain(Strided),
 }
@@ -293,9 +296,14 @@ impl Problem {
     /// the packed B's NR.
     pub fn block(&self, i0: usize, j0: usize, rows: usize, cols: usize, nr: usize) -> Self {
         let b = match self.b {
-            BSource::Packed { ptr, panel_stride } => BSource::Packed {
+            BSource::Packed {
+                ptr,
+                panel_stride,
+                cold,
+            } => BSource::Packed {
                 ptr: ptr.wrapping_add(j0 / nr * panel_stride),
                 panel_stride,
+                cold,
             },
             BSource::Plain(s) => BSource::Plain(s.at(0, j0)),
         };
@@ -351,6 +359,7 @@ fn lower(
             BSource::Packed {
                 ptr: p.panels().as_ptr(),
                 panel_stride: k * p.nr(),
+                cold: p.is_cold(),
             }
         }
         BMatrix::Plain(v) => {

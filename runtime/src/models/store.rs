@@ -199,11 +199,22 @@ impl NodeStore {
         // SAFETY: forwarded to our caller.
         let mem = unsafe { self.take(bytes)? };
         let packed: Result<_, GemmError> = match precision {
-            Precision::F32 => PackedB::pack_view_into(b, paths.f32, mem).map(PackedWeights::F32),
+            Precision::F32 => PackedB::pack_view_into(b, paths.f32, mem).map(|mut w| {
+                w.set_cold(self.weights_outgrow_l2());
+                PackedWeights::F32(w)
+            }),
             Precision::Bf16 => PackedLowp::pack_into(b, Elem::Bf16, mem).map(PackedWeights::Bf16),
             Precision::Int8 => PackedLowp::pack_into(b, Elem::Int8, mem).map(PackedWeights::Int8),
         };
         Ok(packed?)
+    }
+
+    /// Whether the whole model outgrows L2: then a request finds each
+    /// layer's weights evicted by the others', in L3 or memory, and the
+    /// GEMM should fetch them ahead (see `PackedB::set_cold`).
+    fn weights_outgrow_l2(&self) -> bool {
+        let l2 = pinned_kernels::cache_sizes().l2.unwrap_or(256 << 10);
+        self.buf.len() > l2
     }
 
     pub(crate) fn bytes(&self) -> usize {
@@ -294,5 +305,30 @@ mod tests {
         let b = unsafe { store.vector(&[4.0; 60]) };
         assert!(matches!(b, Err(LoadErrorKind::Config(_))));
         assert_eq!(a[2], 3.0);
+    }
+
+    /// fp32 weights are marked cold (fetched ahead by the GEMM) exactly
+    /// when the model's store outgrows L2.
+    #[test]
+    fn weights_are_cold_when_the_model_outgrows_l2() {
+        let paths = KernelPaths::best();
+        let l2 = pinned_kernels::cache_sizes().l2.unwrap_or(256 << 10);
+        let (k, n) = (16, 40);
+        let w: Vec<f32> = (0..k * n).map(|i| i as f32).collect();
+        let view = MatRef::new(&w, k, n, n).unwrap();
+        let one = matrix_bytes(k, n, Precision::F32, &paths);
+        for (store_bytes, cold) in [(one, false), (l2 + one, true)] {
+            let mut store = NodeStore::new(store_bytes, &MemPolicy::Default).unwrap();
+            // SAFETY: the matrix is dropped at the end of each turn, before `store`.
+            let m = unsafe { store.matrix(view, Precision::F32, &paths) }.unwrap();
+            let PackedWeights::F32(packed) = &m else {
+                panic!("f32 weights packed as {:?}", m.precision());
+            };
+            assert_eq!(
+                packed.is_cold(),
+                cold,
+                "store of {store_bytes} bytes, L2 {l2}"
+            );
+        }
     }
 }
