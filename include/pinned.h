@@ -183,8 +183,8 @@ typedef struct {
   bool pin;
 } pinned_partition_config;
 
-// A model to load into a partition. Weights of file-backed models are
-// copied into memory placed as the partition's placement says.
+// A model to load into a partition. Its weights (the built-in MLP's
+// too) are packed into memory placed as the partition's placement says.
 typedef struct {
   // A `pinned_model_kind` value.
   uint32_t kind;
@@ -196,7 +196,7 @@ typedef struct {
   // `PINNED_MODEL_MINILM`: model directory; `PINNED_MODEL_MLP_MANIFEST`:
   // manifest file. NUL-terminated; ignored (may be NULL) for the MLP.
   const char *path;
-  // A `pinned_precision` value (file-backed models).
+  // A `pinned_precision` value (every kind: the built-in MLP too).
   uint32_t precision;
   // `PINNED_MODEL_MINILM`: longest request in tokens; 0 = 512.
   uint32_t max_seq;

@@ -21,10 +21,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use pinned_kernels::precision::Precision;
-use pinned_runtime::models::{LoadError, LoadOptions, MiniLm, SafetensorsMlp, WeightPlacement};
+use pinned_runtime::models::{LoadError, LoadOptions, MiniLm, Mlp, WeightPlacement};
 use pinned_runtime::{
-    BatchPolicy, CpuContext, DenseMlp, Model, ModelError, PartitionConfig, Placement, Runtime,
-    RuntimeConfig, RuntimeError, WaitStrategy, DEFAULT_MLP,
+    BatchPolicy, CpuContext, Model, ModelError, PartitionConfig, Placement, Runtime, RuntimeConfig,
+    RuntimeError, WaitStrategy, DEFAULT_MLP,
 };
 
 /// Why a configuration was refused; parse errors say where (line, column).
@@ -88,15 +88,18 @@ pub struct PartitionSpec {
 #[derive(Clone, Debug, serde::Deserialize, serde::Serialize)]
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
 pub enum ModelSpec {
-    /// The built-in dense MLP with deterministic weights (fp32, on the heap
-    /// of the loading thread); a request alone in flight runs on a team of
-    /// the partition's workers' count (one per CPU for 0), pinned to its
-    /// CPUs when the partition pins.
+    /// The built-in dense MLP with deterministic weights, packed (f32 by
+    /// default, or `precision`) into memory placed like a file-backed
+    /// model's; a request alone in flight runs on a team of the
+    /// partition's workers' count (one per CPU for 0), pinned to its CPUs
+    /// when the partition pins.
     Mlp {
         #[serde(default)]
         widths: Option<Vec<usize>>,
         #[serde(default = "one_u64")]
         seed: u64,
+        #[serde(default)]
+        precision: Option<String>,
     },
     /// A BERT encoder such as all-MiniLM-L6-v2: a directory with
     /// `config.json` and `model.safetensors`.
@@ -231,15 +234,16 @@ impl ModelSpec {
             None => options.threads(threads),
         };
         Ok(match self {
-            Self::Mlp { widths, seed } => {
+            Self::Mlp {
+                widths,
+                seed,
+                precision: p,
+            } => {
                 let widths = widths.as_deref().unwrap_or(&DEFAULT_MLP);
-                let model = DenseMlp::new(widths, *seed)
-                    .and_then(|m| m.with_team(threads, team_cpus))
-                    .map_err(|source| ConfigError::Model {
-                        partition: partition(),
-                        source,
-                    })?;
-                Arc::new(model)
+                let options = team_options(LoadOptions::default())
+                    .precision(precision(p)?)
+                    .placement(weights);
+                Arc::new(Mlp::generated(widths, *seed, options).map_err(load)?)
             }
             Self::Minilm {
                 dir,
@@ -256,7 +260,7 @@ impl ModelSpec {
                 let options = team_options(LoadOptions::default())
                     .precision(precision(p)?)
                     .placement(weights);
-                Arc::new(SafetensorsMlp::load(path, options).map_err(load)?)
+                Arc::new(Mlp::load(path, options).map_err(load)?)
             }
         })
     }

@@ -113,7 +113,7 @@ impl Default for E2eOptions {
 /// Writes the dense MLP of `widths` (GELU between layers, none after the
 /// last) with deterministic weights from `seed` to `dir`: `mlp.safetensors`
 /// (PyTorch `Linear` layout, `fcN.weight [out][in]`, `fcN.bias`) and the
-/// manifest `mlp.json` that `SafetensorsMlp` and `build_onnx.py` read.
+/// manifest `mlp.json` that `Mlp::load` and `build_onnx.py` read.
 /// Weights are uniform in ±1/sqrt(in), biases in ±0.1, drawn in layer
 /// order, weights row by row, then biases. Returns the manifest's path.
 pub fn write_mlp(dir: &Path, widths: &[usize], seed: u64) -> Result<PathBuf, E2eError> {
@@ -716,7 +716,7 @@ mod tests {
         let m2 = write_mlp(&dir.join("b"), &[8, 16, 4], 7).unwrap();
         let w = |m: &Path| std::fs::read(m.parent().unwrap().join("mlp.safetensors")).unwrap();
         assert_eq!(w(&m1), w(&m2), "same seed, same bytes");
-        let mlp = pinned_runtime::models::SafetensorsMlp::load(&m1, Default::default()).unwrap();
+        let mlp = pinned_runtime::models::Mlp::load(&m1, Default::default()).unwrap();
         assert_eq!(mlp.widths(), &[8, 16, 4]);
         let file =
             pinned_runtime::models::WeightsFile::open(m1.parent().unwrap().join("mlp.safetensors"))

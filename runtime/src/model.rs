@@ -161,7 +161,10 @@ struct Layer {
 }
 
 /// A dense MLP: `y = W_L(...gelu(W_1 x + b_1)...) + b_L`, GELU (erf) after
-/// every layer but the last, weights packed once at load. With
+/// every layer but the last, fp32 weights packed once at load onto the
+/// heap, with a scalar [`DenseMlp::reference`]. What `pinned run` serves
+/// is [`Mlp::generated`](crate::models::Mlp::generated): the same weights
+/// in node-placed memory, in any precision. With
 /// [`DenseMlp::with_team`], a batch alone in flight runs its GEMMs on a
 /// team of threads, as the MiniLM and manifest models do.
 pub struct DenseMlp {
@@ -185,14 +188,9 @@ impl DenseMlp {
                 "an MLP needs at least two non-zero widths, got {widths:?}"
             )));
         }
-        let mut rng = SplitMix(seed);
         let mut layers = Vec::new();
-        for pair in widths.windows(2) {
+        for (pair, (plain, bias)) in widths.windows(2).zip(generated_layers(widths, seed)) {
             let (k, n) = (pair[0], pair[1]);
-            // Uniform in +-1/sqrt(k) keeps activations O(1) through depth.
-            let scale = 1.0 / (k as f32).sqrt();
-            let plain: Vec<f32> = (0..k * n).map(|_| rng.unit() * scale).collect();
-            let bias: Vec<f32> = (0..n).map(|_| rng.unit() * 0.1).collect();
             let weights = PackedB::new(&plain, n, k, n, isa)?;
             layers.push(Layer {
                 weights,
@@ -356,6 +354,25 @@ fn gelu_erf(x: f32) -> f32 {
 
 /// SplitMix64 (Steele, Lea, Flood 2014): deterministic weights without a
 /// dependency.
+/// The deterministic weights of the MLP of `widths` from `seed`, layer by
+/// layer: `(w, bias)`, `w` being `k x n` row-major (`[in][out]`), uniform
+/// in +-1/sqrt(k) (which keeps activations O(1) through depth), the bias
+/// in +-0.1. [`DenseMlp`] and the node-placed built-in
+/// ([`crate::models::Mlp::generated`]) draw the same weights.
+pub(crate) fn generated_layers(
+    widths: &[usize],
+    seed: u64,
+) -> impl Iterator<Item = (Vec<f32>, Vec<f32>)> + '_ {
+    let mut rng = SplitMix(seed);
+    widths.windows(2).map(move |pair| {
+        let (k, n) = (pair[0], pair[1]);
+        let scale = 1.0 / (k as f32).sqrt();
+        let plain: Vec<f32> = (0..k * n).map(|_| rng.unit() * scale).collect();
+        let bias: Vec<f32> = (0..n).map(|_| rng.unit() * 0.1).collect();
+        (plain, bias)
+    })
+}
+
 struct SplitMix(u64);
 
 impl SplitMix {

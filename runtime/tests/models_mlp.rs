@@ -1,7 +1,8 @@
 //! The manifest MLP against NumPy (tests/fixtures/mlp: weights in f32,
 //! f16 and bf16 tensors, GELU / ReLU / none, outputs computed in float64
 //! by make_tiny_mlp.py), in every precision, alone, batched and served;
-//! and manifests that must be refused.
+//! manifests that must be refused; and the built-in MLP (generated
+//! weights, node-placed) against `DenseMlp`'s scalar reference.
 
 mod models_common;
 
@@ -9,9 +10,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use models_common::{compare, fixtures};
+use pinned_allocator::Topology;
 use pinned_kernels::precision::Precision;
-use pinned_runtime::models::{LoadErrorKind, LoadOptions, SafetensorsMlp};
-use pinned_runtime::{Model, PartitionConfig, Runtime, RuntimeConfig, Scratch};
+use pinned_runtime::models::{LoadErrorKind, LoadOptions, Mlp, WeightPlacement};
+use pinned_runtime::{DenseMlp, Model, PartitionConfig, Runtime, RuntimeConfig, Scratch};
 
 #[derive(serde::Deserialize)]
 struct Reference {
@@ -25,14 +27,14 @@ fn reference() -> Reference {
     serde_json::from_str(&text).unwrap()
 }
 
-fn load(precision: Precision) -> SafetensorsMlp {
+fn load(precision: Precision) -> Mlp {
     load_on(precision, 1)
 }
 
 /// With `threads > 1` a request alone in flight runs on a team: the first
 /// call alone, the next on the team, then the cheaper (both get tested).
-fn load_on(precision: Precision, threads: usize) -> SafetensorsMlp {
-    SafetensorsMlp::load(
+fn load_on(precision: Precision, threads: usize) -> Mlp {
+    Mlp::load(
         fixtures().join("mlp/tiny_mlp.json"),
         LoadOptions::default().precision(precision).threads(threads),
     )
@@ -158,7 +160,7 @@ fn bad_manifests_are_refused_with_the_file_named() {
     ];
     for (text, what) in cases {
         std::fs::write(&manifest, &text).unwrap();
-        let err = SafetensorsMlp::load(&manifest, LoadOptions::default())
+        let err = Mlp::load(&manifest, LoadOptions::default())
             .err()
             .expect(what);
         assert!(err.to_string().contains(what), "{what}: {err}");
@@ -167,4 +169,68 @@ fn bad_manifests_are_refused_with_the_file_named() {
             assert!(matches!(err.kind, LoadErrorKind::Missing));
         }
     }
+}
+
+/// The built-in MLP draws `DenseMlp`'s weights and computes its function
+/// in every precision, its weights where each placement puts them.
+#[test]
+fn the_built_in_mlp_is_dense_mlp_placed() {
+    let widths = [48, 200, 40, 72];
+    let dense = DenseMlp::new(&widths, 7).unwrap();
+    let batch = 3;
+    let inputs: Vec<f32> = (0..batch * widths[0])
+        .map(|i| (i as f32 * 0.37).sin())
+        .collect();
+    let want: Vec<Vec<f64>> = inputs
+        .chunks(widths[0])
+        .map(|x| dense.reference(x).into_iter().map(f64::from).collect())
+        .collect();
+    let nodes = Topology::detect().unwrap().memory_nodes();
+    let first = nodes.as_slice()[0];
+    let placements = [
+        WeightPlacement::Os,
+        WeightPlacement::Node(first),
+        WeightPlacement::Interleave(nodes.clone()),
+        WeightPlacement::Replicate(nodes.clone()),
+    ];
+    for precision in Precision::ALL {
+        for placement in &placements {
+            let options = LoadOptions::default()
+                .precision(precision)
+                .placement(placement.clone());
+            let mlp = Mlp::generated(&widths, 7, options).unwrap();
+            assert_eq!(mlp.widths(), &widths[..]);
+            match placement {
+                WeightPlacement::Node(n) => {
+                    assert_eq!(mlp.weight_nodes(), vec![(Some(*n), Some(*n))])
+                }
+                WeightPlacement::Replicate(list) => {
+                    let each: Vec<_> = list.iter().map(|n| (Some(n), Some(n))).collect();
+                    assert_eq!(mlp.weight_nodes(), each, "one copy on each node");
+                }
+                _ => assert_eq!(mlp.weight_nodes().len(), 1),
+            }
+            let mut scratch = Scratch::standalone(mlp.scratch_size(batch)).unwrap();
+            let mut out = vec![f32::NAN; batch * mlp.output_len()];
+            mlp.run(batch, &inputs, &mut out, &mut scratch).unwrap();
+            for (b, want) in want.iter().enumerate() {
+                let got = &out[b * widths[3]..(b + 1) * widths[3]];
+                let (cos, max) = compare(got, want);
+                let ok = match precision {
+                    Precision::F32 => max < 1e-5,
+                    Precision::Bf16 => cos >= 0.999,
+                    Precision::Int8 => cos >= 0.99,
+                };
+                assert!(
+                    ok,
+                    "{precision} {placement}, row {b}: cosine {cos}, max abs error {max}"
+                );
+            }
+        }
+    }
+    let refused = Mlp::generated(&[8, 0, 4], 7, LoadOptions::default());
+    assert!(
+        matches!(&refused, Err(e) if matches!(e.kind, LoadErrorKind::Config(_))),
+        "a zero width is refused"
+    );
 }

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use models_common::{fixtures, minilm_dir, write_tiny_bert};
-use pinned_runtime::models::{LoadOptions, MiniLm, SafetensorsMlp};
+use pinned_runtime::models::{LoadOptions, MiniLm, Mlp};
 use pinned_runtime::{
     BatchPolicy, Model, Partition, PartitionConfig, Runtime, RuntimeConfig, WaitStrategy,
 };
@@ -144,9 +144,8 @@ fn serving_models_allocates_nothing_after_warm_up() {
         .collect();
         cases.push(Case::new(&mut rt, "minilm-batched", real, sentences, 4));
     }
-    let mlp = Arc::new(
-        SafetensorsMlp::load(fixtures().join("mlp/tiny_mlp.json"), LoadOptions::default()).unwrap(),
-    );
+    let mlp =
+        Arc::new(Mlp::load(fixtures().join("mlp/tiny_mlp.json"), LoadOptions::default()).unwrap());
     let mlp_part = rt
         .add_partition(
             PartitionConfig {

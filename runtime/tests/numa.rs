@@ -1,12 +1,13 @@
-//! Partition memory lands on the partition's node. On a one-node machine
-//! this checks node 0; run it in `/work/shared/numa-vm/run-in-numa-vm` to
-//! check two real nodes.
+//! Partition memory, and the built-in MLP's weights, land on the node
+//! asked. On a one-node machine this checks node 0; run it in
+//! `/work/shared/numa-vm/run-in-numa-vm` to check two real nodes.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use pinned_allocator::numa::node_of_address;
 use pinned_allocator::Topology;
+use pinned_runtime::models::{LoadOptions, Mlp, WeightPlacement};
 use pinned_runtime::{
     current_affinity, Affine, PartitionConfig, Placement, Runtime, RuntimeConfig, WaitStrategy,
 };
@@ -82,4 +83,24 @@ fn each_node_partition_serves_from_its_own_memory() {
         assert_eq!(checked, nodes, "every node of the VM must be checked");
     }
     rt.shutdown();
+}
+
+/// The built-in MLP (what `pinned run` serves by default) bound to each
+/// node in turn, then one copy per node.
+#[test]
+fn the_built_in_mlps_weights_land_where_placed() {
+    let nodes = Topology::detect().unwrap().memory_nodes();
+    let widths = [256, 1024, 256];
+    for node in nodes.iter() {
+        let options = LoadOptions::default().placement(WeightPlacement::Node(node));
+        let mlp = Mlp::generated(&widths, 1, options).unwrap();
+        assert_eq!(mlp.weight_nodes(), vec![(Some(node), Some(node))]);
+    }
+    let options = LoadOptions::default().placement(WeightPlacement::Replicate(nodes.clone()));
+    let mlp = Mlp::generated(&widths, 1, options).unwrap();
+    let each: Vec<_> = nodes.iter().map(|n| (Some(n), Some(n))).collect();
+    assert_eq!(mlp.weight_nodes(), each, "one copy on each node");
+    if std::env::var_os("IN_NUMA_VM").is_some() {
+        assert!(nodes.len() >= 2, "the VM has two memory nodes");
+    }
 }

@@ -36,8 +36,8 @@ pub enum pinned_precision {
     PINNED_PRECISION_INT8 = 2,
 }
 
-/// A model to load into a partition. Weights of file-backed models are
-/// copied into memory placed as the partition's placement says.
+/// A model to load into a partition. Its weights (the built-in MLP's
+/// too) are packed into memory placed as the partition's placement says.
 #[repr(C)]
 #[allow(non_camel_case_types)]
 pub struct pinned_model_config {
@@ -51,7 +51,7 @@ pub struct pinned_model_config {
     /// `PINNED_MODEL_MINILM`: model directory; `PINNED_MODEL_MLP_MANIFEST`:
     /// manifest file. NUL-terminated; ignored (may be NULL) for the MLP.
     pub path: *const c_char,
-    /// A `pinned_precision` value (file-backed models).
+    /// A `pinned_precision` value (every kind: the built-in MLP too).
     pub precision: u32,
     /// `PINNED_MODEL_MINILM`: longest request in tokens; 0 = 512.
     pub max_seq: u32,
@@ -88,6 +88,7 @@ pub(crate) unsafe fn model_spec(c: &pinned_model_config) -> Result<ModelSpec, Ff
             Ok(ModelSpec::Mlp {
                 widths,
                 seed: c.seed,
+                precision: Some(precision.to_owned()),
             })
         }
         1 => Ok(ModelSpec::Minilm {

@@ -52,7 +52,7 @@ pub struct RunArgs {
     /// MiniLM directory or an MLP manifest (JSON).
     #[arg(long)]
     pub model: Option<String>,
-    /// Weight precision: f32, bf16 or int8 (safetensors models).
+    /// Weight precision: f32, bf16 or int8 (every model, the built-in MLP too).
     #[arg(long)]
     pub precision: Option<String>,
     /// single-stream, server, offline or multi-model (default: single-stream,

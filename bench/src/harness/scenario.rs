@@ -15,10 +15,10 @@ use std::time::Duration;
 
 use pinned_allocator::{numa, IdList, MemPolicy};
 use pinned_runtime::clock::now_ns;
-use pinned_runtime::models::{LoadOptions, MiniLm, SafetensorsMlp, WeightPlacement};
+use pinned_runtime::models::{LoadOptions, MiniLm, Mlp, WeightPlacement};
 use pinned_runtime::{
-    BatchPolicy, DenseMlp, Model, Partition, PartitionTelemetry, Placement, Request, RequestError,
-    Runtime, RuntimeConfig, WaitStrategy, DEFAULT_MLP,
+    BatchPolicy, Model, Partition, PartitionTelemetry, Placement, Request, RequestError, Runtime,
+    RuntimeConfig, WaitStrategy, DEFAULT_MLP,
 };
 
 use super::config::{
@@ -93,26 +93,6 @@ fn load_model(
         partition: p.name.clone(),
         message,
     };
-    if p.model == "mlp" || p.model.starts_with("mlp:") {
-        if p.precision != Precision::F32 {
-            return Err(err(format!(
-                "the built-in MLP is f32 only; --precision {:?} needs --model PATH (a safetensors model)",
-                p.precision
-            )));
-        }
-        let widths: Vec<usize> = match p.model.strip_prefix("mlp:") {
-            None => DEFAULT_MLP.to_vec(),
-            Some(w) => w
-                .split('x')
-                .map(|n| n.trim().parse::<usize>())
-                .collect::<Result<_, _>>()
-                .map_err(|_| err(format!("'{}' is not mlp:WIDTHxWIDTHx...", p.model)))?,
-        };
-        let model = DenseMlp::new(&widths, 1)
-            .and_then(|m| m.with_team(threads, cpus.as_ref()))
-            .map_err(|e| err(e.to_string()))?;
-        return Ok(Arc::new(model));
-    }
     let precision = pinned_kernels::precision::Precision::parse(match p.precision {
         Precision::F32 => "f32",
         Precision::Bf16 => "bf16",
@@ -126,12 +106,24 @@ fn load_model(
     if let Some(cpus) = cpus {
         options = options.cpus(cpus);
     }
+    if p.model == "mlp" || p.model.starts_with("mlp:") {
+        let widths: Vec<usize> = match p.model.strip_prefix("mlp:") {
+            None => DEFAULT_MLP.to_vec(),
+            Some(w) => w
+                .split('x')
+                .map(|n| n.trim().parse::<usize>())
+                .collect::<Result<_, _>>()
+                .map_err(|_| err(format!("'{}' is not mlp:WIDTHxWIDTHx...", p.model)))?,
+        };
+        let model = Mlp::generated(&widths, 1, options).map_err(|e| err(e.to_string()))?;
+        return Ok(Arc::new(model));
+    }
     let path = std::path::Path::new(&p.model);
     if path.is_dir() {
         let model = MiniLm::load_dir(path, options).map_err(|e| err(e.to_string()))?;
         Ok(Arc::new(model))
     } else if path.is_file() {
-        let model = SafetensorsMlp::load(path, options).map_err(|e| err(e.to_string()))?;
+        let model = Mlp::load(path, options).map_err(|e| err(e.to_string()))?;
         Ok(Arc::new(model))
     } else {
         Err(err(format!(

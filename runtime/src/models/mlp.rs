@@ -1,7 +1,8 @@
 //! A dense MLP described by a small JSON manifest (layers, tensor names,
-//! activations) over a safetensors file, packed per precision into
-//! node-placed memory like MiniLM. The built-in default with deterministic
-//! weights is the runtime's [`DenseMlp`](crate::DenseMlp).
+//! activations) over a safetensors file, or the built-in one with
+//! generated weights, packed per precision into node-placed memory like
+//! MiniLM. [`DenseMlp`](crate::DenseMlp) draws the same built-in weights
+//! onto the heap, with a scalar reference for tests.
 //!
 //! ```json
 //! { "weights": "mlp.safetensors",
@@ -20,6 +21,7 @@ use super::minilm::LoadOptions;
 use super::safetensors_load::{LoadError, LoadErrorKind, WeightsFile};
 use super::store::{self, matrix_bytes, vector_bytes, NodeStore};
 use super::team::ModelTeam;
+use crate::model::generated_layers;
 use crate::model::{Model, ModelError, Scratch, ScratchSize};
 
 /// The manifest file.
@@ -67,12 +69,29 @@ struct Layer {
 /// `store`, and drop first (declaration order).
 struct Replica {
     layers: Vec<Layer>,
-    _store: NodeStore,
+    store: NodeStore,
 }
 
-/// An MLP loaded from a manifest, served as a runtime model (input and
+/// One layer's tensors as read or drawn: the weight `[out][in]`
+/// (`out_major`, PyTorch's `Linear`) or `[in][out]`, and the tensor name
+/// errors should blame.
+struct LayerTensors {
+    weight: Vec<f32>,
+    out_major: bool,
+    bias: Option<Vec<f32>>,
+    label: Option<String>,
+}
+
+fn default_name(widths: &[usize], options: &LoadOptions) -> String {
+    let w: Vec<String> = widths.iter().map(usize::to_string).collect();
+    format!("mlp-{}-{}", w.join("-"), options.precision)
+}
+
+/// A dense MLP whose weights live in node-placed memory, packed for one
+/// precision: loaded from a manifest, or the built-in one with generated
+/// weights ([`Mlp::generated`]). Served as a runtime model (input and
 /// output f32 vectors of the first `in` and last `out` widths).
-pub struct SafetensorsMlp {
+pub struct Mlp {
     widths: Vec<usize>,
     options: LoadOptions,
     replicas: Vec<Replica>,
@@ -84,7 +103,7 @@ pub struct SafetensorsMlp {
     team: ModelTeam,
 }
 
-impl SafetensorsMlp {
+impl Mlp {
     /// Reads `manifest` (JSON) and the weights file it names.
     pub fn load(manifest: impl AsRef<Path>, options: LoadOptions) -> Result<Self, LoadError> {
         let manifest = manifest.as_ref();
@@ -134,58 +153,128 @@ impl SafetensorsMlp {
             })?;
             acts.push(act);
         }
+        let name = spec
+            .name
+            .clone()
+            .unwrap_or_else(|| default_name(&widths, &options));
+        let dims = widths.clone();
+        let read = |idx: usize| -> Result<LayerTensors, LoadError> {
+            let (l, inp, out) = (&spec.layers[idx], dims[idx], dims[idx + 1]);
+            Ok(LayerTensors {
+                weight: file.tensor_f32(&l.weight, &[out, inp])?,
+                out_major: true,
+                bias: l
+                    .bias
+                    .as_ref()
+                    .map(|b| file.tensor_f32(b, &[out]))
+                    .transpose()?,
+                label: Some(l.weight.clone()),
+            })
+        };
+        Self::build(file.path(), widths, acts, name, options, read)
+    }
 
+    /// The built-in MLP of `widths`: the weights [`DenseMlp`](crate::DenseMlp)
+    /// draws from `seed` (GELU between layers, none after the last), packed
+    /// for `options.precision` into memory placed as `options.placement`
+    /// says, like a loaded model's.
+    pub fn generated(widths: &[usize], seed: u64, options: LoadOptions) -> Result<Self, LoadError> {
+        let origin = Path::new("built-in mlp");
+        if widths.len() < 2 || widths.contains(&0) {
+            return Err(LoadError::new(
+                origin,
+                None,
+                LoadErrorKind::Config(format!(
+                    "an MLP needs at least two non-zero widths, got {widths:?}"
+                )),
+            ));
+        }
+        let layers = widths.len() - 1;
+        let acts = (0..layers)
+            .map(|i| {
+                if i + 1 < layers {
+                    Activation::GeluErf
+                } else {
+                    Activation::None
+                }
+            })
+            .collect();
+        let name = default_name(widths, &options);
+        // Drawn in order, so each copy draws them all again from the start.
+        let mut drawn = generated_layers(widths, seed);
+        let mut next = 0;
+        Self::build(origin, widths.to_vec(), acts, name, options, |idx| {
+            if idx < next {
+                drawn = generated_layers(widths, seed);
+                next = 0;
+            }
+            let mut layer = None;
+            while next <= idx {
+                layer = drawn.next();
+                next += 1;
+            }
+            let (weight, bias) = layer.expect("one drawn layer per width pair");
+            Ok(LayerTensors {
+                weight,
+                out_major: false,
+                bias: Some(bias),
+                label: None,
+            })
+        })
+    }
+
+    /// Packs the layers `tensors(0..)` give into one store per copy that
+    /// `options.placement` asks for.
+    fn build(
+        origin: &Path,
+        widths: Vec<usize>,
+        acts: Vec<Activation>,
+        name: String,
+        options: LoadOptions,
+        mut tensors: impl FnMut(usize) -> Result<LayerTensors, LoadError>,
+    ) -> Result<Self, LoadError> {
         let bytes: usize = widths
             .windows(2)
             .map(|p| {
                 matrix_bytes(p[0], p[1], options.precision, &options.paths) + vector_bytes(p[1])
             })
             .sum();
-        let copies = options
-            .placement
-            .copies()
-            .map_err(|k| LoadError::new(file.path(), None, k))?;
+        let at = |label: &Option<String>, kind| LoadError::new(origin, label.as_deref(), kind);
+        let copies = options.placement.copies().map_err(|k| at(&None, k))?;
         let mut replicas = Vec::with_capacity(copies.len());
         for (policy, _) in &copies {
-            let mut store =
-                NodeStore::new(bytes, policy).map_err(|k| LoadError::new(file.path(), None, k))?;
-            let mut layers = Vec::with_capacity(spec.layers.len());
-            for (idx, l) in spec.layers.iter().enumerate() {
+            let mut store = NodeStore::new(bytes, policy).map_err(|k| at(&None, k))?;
+            let mut layers = Vec::with_capacity(acts.len());
+            for (idx, &activation) in acts.iter().enumerate() {
                 let (inp, out) = (widths[idx], widths[idx + 1]);
-                let w = file.tensor_f32(&l.weight, &[out, inp])?;
-                let view = MatRef::new(&w, out, inp, inp)
-                    .map_err(|e| file.error(&l.weight, LoadErrorKind::Gemm(e)))?;
+                let t = tensors(idx)?;
+                let view = if t.out_major {
+                    MatRef::new(&t.weight, out, inp, inp).map(|v| v.t())
+                } else {
+                    MatRef::new(&t.weight, inp, out, out)
+                }
+                .map_err(|e| at(&t.label, LoadErrorKind::Gemm(e)))?;
                 // SAFETY: the layers go into a `Replica` beside `store`,
                 // which drops them first (Replica's invariant).
-                let weights = unsafe { store.matrix(view.t(), options.precision, &options.paths) }
-                    .map_err(|k| file.error(&l.weight, k))?;
-                let bias = match &l.bias {
-                    Some(name) => {
-                        let b = file.tensor_f32(name, &[out])?;
-                        // SAFETY: as above.
-                        Some(unsafe { store.vector(&b) }.map_err(|k| file.error(name, k))?)
-                    }
+                let weights = unsafe { store.matrix(view, options.precision, &options.paths) }
+                    .map_err(|k| at(&t.label, k))?;
+                let bias = match &t.bias {
+                    // SAFETY: as above.
+                    Some(b) => Some(unsafe { store.vector(b) }.map_err(|k| at(&t.label, k))?),
                     None => None,
                 };
                 layers.push(Layer {
                     weights,
                     bias,
-                    activation: acts[idx],
+                    activation,
                 });
             }
-            replicas.push(Replica {
-                layers,
-                _store: store,
-            });
+            replicas.push(Replica { layers, store });
         }
         let copy_nodes: Vec<Option<usize>> = copies.iter().map(|c| c.1).collect();
-        let name = spec.name.clone().unwrap_or_else(|| {
-            let w: Vec<String> = widths.iter().map(usize::to_string).collect();
-            format!("mlp-{}-{}", w.join("-"), options.precision)
-        });
         let threads = super::team::threads_or_env(options.threads);
         let team = ModelTeam::new(threads, options.cpus.as_ref())
-            .map_err(|e| LoadError::new(manifest, None, LoadErrorKind::Io(e)))?;
+            .map_err(|e| at(&None, LoadErrorKind::Io(e)))?;
         Ok(Self {
             widths,
             copy_of_cpu: store::copy_index_by_cpu(&copy_nodes),
@@ -199,6 +288,11 @@ impl SafetensorsMlp {
     pub fn widths(&self) -> &[usize] {
         &self.widths
     }
+    /// For each copy of the weights, the nodes of its first and last page
+    /// (to check a placement took effect).
+    pub fn weight_nodes(&self) -> Vec<(Option<usize>, Option<usize>)> {
+        self.replicas.iter().map(|r| r.store.nodes()).collect()
+    }
     pub fn options(&self) -> &LoadOptions {
         &self.options
     }
@@ -208,7 +302,7 @@ impl SafetensorsMlp {
     }
 }
 
-impl Model for SafetensorsMlp {
+impl Model for Mlp {
     fn name(&self) -> &str {
         &self.name
     }

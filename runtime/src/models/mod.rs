@@ -22,7 +22,7 @@ pub mod tokenize;
 
 pub use embed::{embed, EmbedRequest};
 pub use minilm::{BertConfig, LoadOptions, MiniLm, MINILM_DIR_VAR};
-pub use mlp::{MlpManifest, SafetensorsMlp};
+pub use mlp::{Mlp, MlpManifest};
 pub use safetensors_load::{LoadError, LoadErrorKind, WeightsFile};
 pub use store::WeightPlacement;
 pub use team::MODEL_THREADS_ENV;
