@@ -19,6 +19,8 @@ pub const INT8_OPS_PER_TDP: f64 = (16 * 16 * 64 * 2) as f64;
 /// Instructions per `asm!` round trip.
 const ITERS: usize = 512;
 const TDPS_PER_ITER: usize = 6;
+/// TDP instructions one probe round issues.
+const PROBE_TDPS: f64 = (ITERS * TDPS_PER_ITER) as f64;
 
 macro_rules! probe_loop {
     ($name:ident, $op:literal) => {
@@ -63,8 +65,12 @@ probe_loop!(int8_loop, "tdpbssd");
 #[repr(C, align(64))]
 struct SourceTile([u8; TILE_ROWS * TILE_ROW_BYTES]);
 
-fn best_rate(budget: Duration, ops_per_tdp: f64, mut round: impl FnMut()) -> f64 {
-    round(); // warm up (power licence, tile state)
+/// The best rate of `round` (which performs `ops_per_round` operations)
+/// over short repeats for about `budget`, in operations per second, after
+/// one warm-up round (power licence, tile state). The best, not the mean:
+/// the machine is shared.
+pub(super) fn best_rate(budget: Duration, ops_per_round: f64, mut round: impl FnMut()) -> f64 {
+    round();
     let start = Instant::now();
     let mut best = 0.0f64;
     while start.elapsed() < budget || best == 0.0 {
@@ -72,7 +78,7 @@ fn best_rate(budget: Duration, ops_per_tdp: f64, mut round: impl FnMut()) -> f64
         round();
         let secs = t.elapsed().as_secs_f64();
         if secs > 0.0 {
-            best = best.max((ITERS * TDPS_PER_ITER) as f64 * ops_per_tdp / secs);
+            best = best.max(ops_per_round / secs);
         }
     }
     best
@@ -88,7 +94,7 @@ pub fn amx_bf16_peak_gflops(budget: Duration) -> Option<f64> {
         pair.copy_from_slice(&0x3F80u16.to_le_bytes());
     }
     // SAFETY: tiles configured above with an AMX-BF16 token; src is one tile.
-    let rate = best_rate(budget, BF16_OPS_PER_TDP, || unsafe {
+    let rate = best_rate(budget, PROBE_TDPS * BF16_OPS_PER_TDP, || unsafe {
         bf16_loop(src.0.as_ptr(), ITERS)
     });
     Some(rate / 1e9)
@@ -101,7 +107,7 @@ pub fn amx_int8_peak_gops(budget: Duration) -> Option<f64> {
     ensure_tiles(t);
     let src = SourceTile([1; TILE_ROWS * TILE_ROW_BYTES]);
     // SAFETY: tiles configured above with an AMX-INT8 token; src is one tile.
-    let rate = best_rate(budget, INT8_OPS_PER_TDP, || unsafe {
+    let rate = best_rate(budget, PROBE_TDPS * INT8_OPS_PER_TDP, || unsafe {
         int8_loop(src.0.as_ptr(), ITERS)
     });
     Some(rate / 1e9)
@@ -157,18 +163,7 @@ pub fn amx_bf16_kernel_gflops(steps: usize, budget: Duration) -> Option<f64> {
             };
         }
     };
-    round();
-    let start = Instant::now();
-    let mut best = 0.0f64;
-    while start.elapsed() < budget || best == 0.0 {
-        let t0 = Instant::now();
-        round();
-        let secs = t0.elapsed().as_secs_f64();
-        if secs > 0.0 {
-            best = best.max((ITERS / 8) as f64 * ops / secs);
-        }
-    }
-    Some(best / 1e9)
+    Some(best_rate(budget, (ITERS / 8) as f64 * ops, round) / 1e9)
 }
 
 #[cfg(test)]

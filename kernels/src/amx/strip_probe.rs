@@ -13,7 +13,7 @@
 //! (52-56%). Inside the 2048^3 GEMM the run measured no better than the
 //! per-tile calls (see `lowp::driver::drive_strips`).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::probe::BF16_OPS_PER_TDP;
 use super::{ensure_tiles, tile_kernel, tile_run, OutRows, TileOp, TileRun, PF_STEP};
@@ -65,7 +65,7 @@ pub fn strip_gflops(probe: StripProbe, budget: Duration) -> Option<f64> {
     let ops = 4.0 * (steps * blocks) as f64 * BF16_OPS_PER_TDP;
     let rounds = 256;
     let mut n = 0usize;
-    let mut round = || {
+    let round = || {
         for r in 0..rounds {
             n += 1;
             let a0 = a.wrapping_add((r % a_slices) * blocks * a_tile);
@@ -125,16 +125,5 @@ pub fn strip_gflops(probe: StripProbe, budget: Duration) -> Option<f64> {
             }
         }
     };
-    round();
-    let start = Instant::now();
-    let mut best = 0.0f64;
-    while start.elapsed() < budget || best == 0.0 {
-        let t0 = Instant::now();
-        round();
-        let secs = t0.elapsed().as_secs_f64();
-        if secs > 0.0 {
-            best = best.max(rounds as f64 * ops / secs);
-        }
-    }
-    Some(best / 1e9)
+    Some(super::probe::best_rate(budget, rounds as f64 * ops, round) / 1e9)
 }
