@@ -479,6 +479,46 @@ pub fn mlp_weight_bytes(manifest: &Path) -> Option<u64> {
         .sum()
 }
 
+/// One engine's turn in a round: in the server scenario its capacity
+/// first (offline, `capacity_secs`) and `o.load` of it as the arrival
+/// rate, then the measured run; prints both. `run(scenario, qps, seconds,
+/// label)` runs the engine once.
+fn engine_round(
+    o: &E2eOptions,
+    round: usize,
+    engine: &str,
+    capacity_secs: f64,
+    mut run: impl FnMut(Scenario, Option<f64>, f64, &str) -> Result<RunRecord, E2eError>,
+) -> Result<RunRecord, E2eError> {
+    let mut qps = None;
+    if o.scenario == Scenario::Server {
+        let label = format!("e2e-capacity-r{round}-{engine}");
+        let cap = run(Scenario::Offline, None, capacity_secs, &label)?;
+        let tps = cap.partitions[0].tps;
+        qps = Some(o.load * tps);
+        println!(
+            "round {round} {engine:<11} capacity {tps:.1}/s -> server at {:.1}/s",
+            o.load * tps
+        );
+    }
+    let rec = run(
+        o.scenario,
+        qps,
+        o.duration_s,
+        &format!("e2e-r{round}-{engine}"),
+    )?;
+    let p = &rec.partitions[0];
+    let wait = &rec.config.partitions[0].wait;
+    println!(
+        "round {round} {engine:<11} p50 {:>9.1}us p99 {:>9.1}us tps {:>9.1}  {} (wait {wait})",
+        p.latency.p50_ns as f64 / 1e3,
+        p.latency.p99_ns as f64 / 1e3,
+        p.tps,
+        rec.id,
+    );
+    Ok(rec)
+}
+
 /// The weight-read limit of a bandwidth-bound MLP, measured now: one
 /// thread streaming a buffer of the weights' size bounds a request's
 /// latency from below, all workers streaming bound the throughput.
@@ -549,10 +589,6 @@ pub fn run(o: &E2eOptions) -> Result<bool, E2eError> {
     let machine = serde_json::to_string_pretty(&Fingerprint::collect()).unwrap_or_default();
     std::fs::write(&machine_path, machine).map_err(io_err(&machine_path))?;
 
-    let mut ours = Side {
-        qps: None,
-        spinning: "both".to_owned(),
-    };
     let mut theirs = Side {
         qps: None,
         spinning: "both".to_owned(),
@@ -566,60 +602,29 @@ pub fn run(o: &E2eOptions) -> Result<bool, E2eError> {
     // weights partly in L3 against a DRAM ceiling of 869).
     let capacity_secs = (o.duration_s / 2.0).max(1.0);
     for round in 0..o.rounds {
-        if o.scenario == Scenario::Server {
-            let label = format!("e2e-capacity-r{round}-pinned");
-            let cap = run_pinned(o, &model, Scenario::Offline, None, capacity_secs, &label)?;
-            ours.qps = Some(o.load * cap.partitions[0].tps);
-            println!(
-                "round {round} pinned      capacity {:.1}/s -> server at {:.1}/s",
-                cap.partitions[0].tps,
-                ours.qps.unwrap_or(0.0)
-            );
-        }
-        let label = format!("e2e-r{round}-pinned");
-        let rec = run_pinned(o, &model, o.scenario, ours.qps, o.duration_s, &label)?;
-        let p = rec.partitions[0].clone();
-        println!(
-            "round {round} pinned      p50 {:>9.1}us p99 {:>9.1}us tps {:>9.1}  {}",
-            p.latency.p50_ns as f64 / 1e3,
-            p.latency.p99_ns as f64 / 1e3,
-            p.tps,
-            rec.id
-        );
-        a.push(p);
+        let rec = engine_round(
+            o,
+            round,
+            "pinned",
+            capacity_secs,
+            |scenario, qps, secs, label| run_pinned(o, &model, scenario, qps, secs, label),
+        )?;
+        a.push(rec.partitions[0].clone());
         if !have_peer {
             continue;
         }
-        if o.scenario == Scenario::Server {
-            let label = format!("e2e-capacity-r{round}-ort");
-            let cap = run_peer(
-                o,
-                &model,
-                Scenario::Offline,
-                &Side {
-                    qps: None,
-                    ..theirs.clone()
-                },
-                capacity_secs,
-                &label,
-                &machine_path,
-            )?;
-            theirs.qps = Some(o.load * cap.partitions[0].tps);
-            println!(
-                "round {round} onnxruntime capacity {:.1}/s -> server at {:.1}/s",
-                cap.partitions[0].tps,
-                theirs.qps.unwrap_or(0.0)
-            );
-        }
-        let label = format!("e2e-r{round}-onnxruntime");
-        let rec = run_peer(
+        let rec = engine_round(
             o,
-            &model,
-            o.scenario,
-            &theirs,
-            o.duration_s,
-            &label,
-            &machine_path,
+            round,
+            "onnxruntime",
+            capacity_secs,
+            |scenario, qps, secs, label| {
+                let side = Side {
+                    qps,
+                    ..theirs.clone()
+                };
+                run_peer(o, &model, scenario, &side, secs, label, &machine_path)
+            },
         )?;
         // The first round chose spinning on or off; keep it for the rest.
         theirs.spinning = if rec.config.partitions[0].wait == "spin" {
@@ -628,16 +633,7 @@ pub fn run(o: &E2eOptions) -> Result<bool, E2eError> {
             "off"
         }
         .to_owned();
-        let p = rec.partitions[0].clone();
-        println!(
-            "round {round} onnxruntime p50 {:>9.1}us p99 {:>9.1}us tps {:>9.1}  {} (spinning {})",
-            p.latency.p50_ns as f64 / 1e3,
-            p.latency.p99_ns as f64 / 1e3,
-            p.tps,
-            rec.id,
-            theirs.spinning
-        );
-        b.push(p);
+        b.push(rec.partitions[0].clone());
     }
     if o.batch == 1 {
         if let Some(bytes) = mlp_weight_bytes(&model) {
