@@ -54,6 +54,12 @@ pub(crate) fn threads_or_env(threads: usize) -> usize {
 pub(crate) const EXPLORE: usize = 128;
 /// The longest interval between tries (well under 0.1% of requests).
 pub(crate) const EXPLORE_MAX: usize = 8192;
+/// Lone requests until the mode a request's own sample just took the
+/// favour from is tried again. One slow sample (a helper descheduled on a
+/// shared host) can flip the favour, and after a long run of lost tries
+/// the next try was up to EXPLORE_MAX requests away: MiniLM fp32 on a team
+/// of 2 then spent whole 5 s runs alone (20.6 ms p50 against 12.6 ms).
+pub(crate) const RECHECK_AFTER_FLIP: usize = 16;
 
 /// A model's optional team and the bookkeeping that lends it out.
 pub(crate) struct ModelTeam {
@@ -191,7 +197,10 @@ impl ModelTeam {
         self.next_explore.store(n + every, Ordering::Relaxed);
     }
 
-    /// Folds one lone request's cost per token into its mode's mean.
+    /// Folds one lone request's cost per token into its mode's mean. When
+    /// that takes the favour from this mode, the other is tried again
+    /// soon rather than at the next (perhaps distant) try: see
+    /// [`RECHECK_AFTER_FLIP`].
     fn record(&self, on_team: bool, ns_per_token: f32) {
         let slot = &self.cost[usize::from(on_team)];
         let old = f32::from_bits(slot.load(Ordering::Relaxed));
@@ -200,7 +209,18 @@ impl ModelTeam {
         } else {
             old + (ns_per_token - old) / 4.0
         };
+        let other = self.costs()[usize::from(!on_team)];
+        let lost_favour = old > 0.0 && other > 0.0 && old < other && new >= other;
         self.set_cost(on_team, new);
+        if lost_favour {
+            let n = self.lone.load(Ordering::Relaxed);
+            self.explore_every.store(EXPLORE, Ordering::Relaxed);
+            let next = self.next_explore.load(Ordering::Relaxed);
+            if next != usize::MAX {
+                self.next_explore
+                    .store(next.min(n + RECHECK_AFTER_FLIP), Ordering::Relaxed);
+            }
+        }
     }
 
     fn set_cost(&self, on_team: bool, ns_per_token: f32) {
@@ -415,6 +435,43 @@ mod tests {
             assert_eq!(lease.team().threads(), 2, "the cheaper team is not taken");
             lease.finish_at(50.0);
         }
+    }
+
+    #[test]
+    fn one_slow_sample_that_flips_the_favour_is_rechecked_soon() {
+        let t = ModelTeam::new(2, None).expect("team");
+        t.record(false, 100.0);
+        t.record(true, 50.0);
+        // The team is favoured and tries of the worker alone keep losing:
+        // the tries drift far apart.
+        t.explore_every.store(EXPLORE_MAX, Ordering::Relaxed);
+        t.next_explore.store(EXPLORE_MAX, Ordering::Relaxed);
+        for _ in 0..10 {
+            let lease = t.enter();
+            assert_eq!(lease.team().threads(), 2);
+            lease.finish_at(50.0);
+        }
+        // One descheduled helper: a sample of 400 lifts the team's mean
+        // to 137.5, above the worker's 100, and the favour flips.
+        let lease = t.enter();
+        assert_eq!(lease.team().threads(), 2);
+        lease.finish_at(400.0);
+        let alone = (0..EXPLORE_MAX)
+            .take_while(|_| {
+                let lease = t.enter();
+                let team = lease.team().threads() == 2;
+                lease.finish_at(if team { 50.0 } else { 100.0 });
+                !team
+            })
+            .count();
+        assert!(
+            alone <= RECHECK_AFTER_FLIP,
+            "{alone} requests alone before the team was tried again"
+        );
+        // The try won: the team has the favour back at once.
+        let lease = t.enter();
+        assert_eq!(lease.team().threads(), 2);
+        lease.finish_at(50.0);
     }
 
     #[test]
