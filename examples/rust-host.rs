@@ -1,12 +1,16 @@
-//! A Rust host: one partition serving the built-in MLP, driven from 4 host
-//! threads through the safe Rust API, printing latency percentiles.
+//! A Rust host: one partition serving the built-in MLP (its weights
+//! interleaved over the memory nodes, as the partition spans all CPUs),
+//! driven from 4 host threads through the safe Rust API, printing latency
+//! percentiles.
 //!
 //! `cargo run --release --example rust-host -- [requests-per-thread [width ...]]`
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pinned::runtime::{DenseMlp, PartitionConfig, Runtime, RuntimeConfig, DEFAULT_MLP};
+use pinned::allocator::Topology;
+use pinned::runtime::models::{LoadOptions, Mlp, WeightPlacement};
+use pinned::runtime::{PartitionConfig, Runtime, RuntimeConfig, DEFAULT_MLP};
 
 const HOST_THREADS: usize = 4;
 
@@ -21,7 +25,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
 
     let mut runtime = Runtime::new(RuntimeConfig::default())?;
-    let model = Arc::new(DenseMlp::new(&widths, 1)?);
+    let nodes = Topology::detect()?.memory_nodes();
+    let options = LoadOptions::default().placement(WeightPlacement::Interleave(nodes));
+    let model = Arc::new(Mlp::generated(&widths, 1, options)?);
     let partition = runtime.add_partition(PartitionConfig::new("mlp", "all"), model)?;
     println!(
         "partition mlp: {} inputs, {} outputs",
