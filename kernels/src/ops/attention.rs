@@ -186,9 +186,9 @@ impl WithSimd for Head<'_> {
         // `d x lp`, scores: `rows x lp`), and `d <= ld`.
         unsafe { scores_tiles(s, shape, scale, q, kt, scores, lp) };
         softmax_strided(s, scores, rows, lp, len, keep);
+        let packed = HeadShape { ld: d, ..shape };
         // SAFETY: as above; V's `len` rows now `d` apart in `vc` (`d x lp`
         // floats), the output's rows as checked.
-        let packed = HeadShape { ld: d, ..shape };
         unsafe { context_tiles(s, packed, vc, scores, lp, out) };
     }
 }
