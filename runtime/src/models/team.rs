@@ -59,7 +59,9 @@ pub(crate) const EXPLORE_MAX: usize = 8192;
 /// shared host) can flip the favour, and after a long run of lost tries
 /// the next try was up to EXPLORE_MAX requests away: MiniLM fp32 on a team
 /// of 2 then spent whole 5 s runs alone (20.6 ms p50 against 12.6 ms).
-pub(crate) const RECHECK_AFTER_FLIP: usize = 16;
+/// Few, as the requests until then run alone, in the tail: a per-request
+/// trace showed each flip as a run of this many at 21-22 ms.
+pub(crate) const RECHECK_AFTER_FLIP: usize = 4;
 
 /// A model's optional team and the bookkeeping that lends it out.
 pub(crate) struct ModelTeam {
