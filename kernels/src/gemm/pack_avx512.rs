@@ -9,12 +9,6 @@ use core::arch::x86_64::*;
 use super::pack::{pack_a, pack_b, row_tiles, Strided};
 use crate::isa::Avx512;
 
-/// How far ahead along each row of A packing prefetches, in floats. The
-/// rows are `lda` apart (often a multiple of 4 KiB, each its own page),
-/// which the hardware prefetchers follow poorly: without it, packing a
-/// 1024^2 A from L3 ran at a few GB/s.
-const PACK_A_AHEAD: usize = 512;
-
 /// Packs like [`pack_a`]; rows of A must be contiguous (`cs == 1`) and
 /// `mr <= 16` for the fast path, anything else goes to [`pack_a`].
 ///
@@ -40,11 +34,6 @@ pub(crate) unsafe fn pack_a_avx512(
         let mask: __mmask16 = ((1u32 << h) - 1) as u16;
         for p0 in (0..full).step_by(16) {
             let mut v = [_mm512_setzero_ps(); 16];
-            for r in 0..h {
-                let ahead = tile.ptr.wrapping_add(r * tile.rs + p0 + PACK_A_AHEAD);
-                // A hint: never faults, whatever the address.
-                _mm_prefetch::<_MM_HINT_T1>(ahead.cast());
-            }
             for (r, vr) in v.iter_mut().enumerate() {
                 if r < h {
                     // SAFETY: row `start + r < rows`, columns `p0..p0 + 16 <= kc`,
