@@ -89,12 +89,8 @@ impl Blocking {
     /// blocked: the tile stays in registers for all of K and each B panel
     /// streams once, front to back (the matrix-vector path).
     ///
-    /// Otherwise K splits into equal KC blocks (2048 becomes 2 x 1024, 2500
-    /// 3 x 840, not 1024 + 1024 + 452: a short block pays a whole pass over
-    /// C for little work), but a K up to 1.5 KC stays whole: K = 1536 in one
-    /// block ran 2-4% faster than in two of 768 at 128 and 256 x 1536 x 384
-    /// (MiniLM's FFN down), B warm, interleaved, while 4096 in blocks of
-    /// 1368 instead of 1024 went either way by shape;
+    /// Otherwise K splits into equal KC blocks (1536 becomes 2 x 768, not
+    /// 1024 + 512: a short block pays a whole pass over C for little work),
     /// and MC grows to keep the A block's L2 share (`MC * KC` constant),
     /// then evens out so that M splits into equal blocks (300 rows with
     /// MC = 252 become 2 x 154, not 252 + 48). A block may stretch by a
@@ -105,13 +101,8 @@ impl Blocking {
             b.kc = k.max(1);
             return b;
         }
-        let k = k.max(1);
-        let k_blocks = if k <= b.kc + b.kc / 2 {
-            1
-        } else {
-            k.div_ceil(b.kc)
-        };
-        let kc = k.div_ceil(k_blocks).next_multiple_of(8);
+        let k_blocks = k.max(1).div_ceil(b.kc);
+        let kc = k.max(1).div_ceil(k_blocks).next_multiple_of(8);
         let mc = (b.mc * b.kc / kc).min(MC_MAX).max(b.mr) / b.mr * b.mr;
         let blocks = m.div_ceil(mc + mc / 4);
         b.mc = m.div_ceil(blocks).next_multiple_of(b.mr);
@@ -168,19 +159,6 @@ mod tests {
                 }
             }
         }
-    }
-
-    #[test]
-    fn k_splits_into_even_blocks_unless_it_is_at_most_one_and_a_half() {
-        let base = Blocking::for_isa(Isa::Scalar).kc;
-        let whole = base + base / 2;
-        assert_eq!(
-            Blocking::for_shape(Isa::Scalar, 256, whole).kc,
-            whole.next_multiple_of(8)
-        );
-        let over = Blocking::for_shape(Isa::Scalar, 256, whole + 8);
-        assert_eq!(over.kc, (whole + 8).div_ceil(2).next_multiple_of(8));
-        assert_eq!(Blocking::for_shape(Isa::Scalar, 256, 4 * base).kc, base);
     }
 
     #[test]
