@@ -200,19 +200,14 @@ impl Mlp {
             })
             .collect();
         let name = default_name(widths, &options);
-        // Drawn in order, so each copy draws them all again from the start.
+        // `build` asks for layers 0, 1, ... in order, once per copy: each
+        // copy draws them all again from the start.
         let mut drawn = generated_layers(widths, seed);
-        let mut next = 0;
         Self::build(origin, widths.to_vec(), acts, name, options, |idx| {
-            if idx < next {
+            if idx == 0 {
                 drawn = generated_layers(widths, seed);
-                next = 0;
             }
-            let mut layer = None;
-            while next <= idx {
-                layer = drawn.next();
-                next += 1;
-            }
+            let layer = drawn.next();
             let (weight, bias) = layer.expect("one drawn layer per width pair");
             Ok(LayerTensors {
                 weight,
@@ -224,7 +219,8 @@ impl Mlp {
     }
 
     /// Packs the layers `tensors(0..)` give into one store per copy that
-    /// `options.placement` asks for.
+    /// `options.placement` asks for; each copy asks for layers 0, 1, ...
+    /// in order (`generated` relies on it).
     fn build(
         origin: &Path,
         widths: Vec<usize>,
