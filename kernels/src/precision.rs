@@ -176,7 +176,7 @@ impl PackedWeights<'_> {
         }
     }
 
-    /// Workspace bytes for an `m`-row call on `threads` threads.
+    /// Workspace bytes for any call of up to `m` rows on `threads` threads.
     pub fn scratch_bytes(&self, m: usize, threads: usize, paths: &KernelPaths) -> usize {
         match self {
             PackedWeights::F32(_) => {

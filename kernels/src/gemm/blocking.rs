@@ -89,26 +89,47 @@ impl Blocking {
     /// blocked: the tile stays in registers for all of K and each B panel
     /// streams once, front to back (the matrix-vector path).
     ///
-    /// Otherwise K splits into equal KC blocks (1536 becomes 2 x 768, not
-    /// 1024 + 512: a short block pays a whole pass over C for little work),
-    /// and MC grows to keep the A block's L2 share (`MC * KC` constant),
-    /// then evens out so that M splits into equal blocks (300 rows with
-    /// MC = 252 become 2 x 154, not 252 + 48). A block may stretch by a
-    /// quarter rather than split: 256 rows stay one block, not 140 + 116.
+    /// Otherwise K splits into KC blocks ([`Self::k_blocked`]), and M into
+    /// equal row blocks (300 rows with MC = 252 become 2 x 154, not 252 +
+    /// 48). A block may stretch by a quarter rather than split: 256 rows
+    /// stay one block, not 140 + 116.
+    ///
+    /// So the scratch a call needs is not monotonic in M (14 rows take K
+    /// whole, 15 a KC block of it); size buffers with
+    /// [`Self::scratch_floats_up_to`].
     pub fn for_shape(isa: Isa, m: usize, k: usize) -> Self {
-        let mut b = Self::for_isa(isa);
+        let b = Self::for_isa(isa);
         if m <= b.mr {
-            b.kc = k.max(1);
-            return b;
+            return Self { kc: k.max(1), ..b };
         }
-        let k_blocks = k.max(1).div_ceil(b.kc);
-        let kc = k.max(1).div_ceil(k_blocks).next_multiple_of(8);
-        let mc = (b.mc * b.kc / kc).min(MC_MAX).max(b.mr) / b.mr * b.mr;
-        let blocks = m.div_ceil(mc + mc / 4);
-        b.mc = m.div_ceil(blocks).next_multiple_of(b.mr);
-        b.nb = ((b.nb * b.kc / kc).min(b.nc) / b.nr * b.nr).max(b.nr);
-        b.kc = kc;
-        b
+        let b = b.k_blocked(k);
+        let blocks = m.div_ceil(b.mc + b.mc / 4);
+        Self {
+            mc: m.div_ceil(blocks).next_multiple_of(b.mr),
+            ..b
+        }
+    }
+
+    /// The K blocking of a call with more rows than one register tile: K
+    /// in equal KC blocks (2048 becomes 2 x 1024, 2500 3 x 840, not 1024 +
+    /// 1024 + 452: a short block pays a whole pass over C for little work),
+    /// but a K up to 1.5 KC stays whole: K = 1536 in one block ran 2-4%
+    /// faster than in two of 768 at 128 and 256 x 1536 x 384 (MiniLM's FFN
+    /// down), B warm, interleaved, while 4096 in blocks of 1368 instead of
+    /// 1024 went either way by shape. MC and NB grow to keep the A block's
+    /// and the B slice's L2 shares (`MC * KC`, `NB * KC` constant); MC is
+    /// the row block before M evens it out.
+    fn k_blocked(self, k: usize) -> Self {
+        let k = k.max(1);
+        let k_blocks = if k <= self.kc + self.kc / 2 {
+            1
+        } else {
+            k.div_ceil(self.kc)
+        };
+        let kc = k.div_ceil(k_blocks).next_multiple_of(8);
+        let mc = (self.mc * self.kc / kc).min(MC_MAX).max(self.mr) / self.mr * self.mr;
+        let nb = ((self.nb * self.kc / kc).min(self.nc) / self.nr * self.nr).max(self.nr);
+        Self { mc, kc, nb, ..self }
     }
 
     /// Whether a `k x n` B is big enough to come from memory: then each
@@ -127,6 +148,32 @@ impl Blocking {
         let kc = self.kc.min(k.max(1));
         let a = self.mc.min(m) * kc;
         let b = kc * self.nc.min(n.div_ceil(self.nr) * self.nr);
+        (a, b)
+    }
+
+    /// Floats of packed A and packed B enough for every call with this
+    /// `k`, at most `m` rows and at most `n` columns: what a buffer sized
+    /// once for the largest batch must hold. The need of `m` rows alone can
+    /// fall short for fewer: up to MR rows take all of K in one block, and
+    /// the row block changes as M evens out. Monotonic in `m` and `n`.
+    pub(crate) fn scratch_floats_up_to(isa: Isa, m: usize, n: usize, k: usize) -> (usize, usize) {
+        let base = Self::for_isa(isa);
+        let m = m.max(1);
+        let short = m.min(base.mr);
+        let (mut a, mut b) = Self::for_shape(isa, short, k).scratch_floats(short, n, k);
+        if m > base.mr {
+            let blocked = base.k_blocked(k);
+            // Evening out stretches a row block by at most a quarter of MC,
+            // then rounds it up to whole register tiles.
+            let rows = m.min((blocked.mc + blocked.mc / 4).next_multiple_of(blocked.mr));
+            let (a_rows, b_rows) = Self {
+                mc: rows,
+                ..blocked
+            }
+            .scratch_floats(rows, n, k);
+            a = a.max(a_rows);
+            b = b.max(b_rows);
+        }
         (a, b)
     }
 }
@@ -155,6 +202,39 @@ mod tests {
                         assert!(b.kc * b.nr * 4 <= (l2 / 16).max(64 * nr * 4), "{b:?}");
                         assert!(b.mc * b.kc * 4 <= (l2 / 2).max(b.mr * b.kc * 4), "{b:?}");
                         assert!(b.mc > 0 && b.nc > 0 && b.nc <= NC_MAX);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn k_splits_into_even_blocks_unless_it_is_at_most_one_and_a_half() {
+        let base = Blocking::for_isa(Isa::Scalar).kc;
+        let whole = base + base / 2;
+        assert_eq!(
+            Blocking::for_shape(Isa::Scalar, 256, whole).kc,
+            whole.next_multiple_of(8)
+        );
+        let over = Blocking::for_shape(Isa::Scalar, 256, whole + 8);
+        assert_eq!(over.kc, (whole + 8).div_ceil(2).next_multiple_of(8));
+        assert_eq!(Blocking::for_shape(Isa::Scalar, 256, 4 * base).kc, base);
+    }
+
+    /// A buffer sized for `m` rows serves every call with fewer rows (14
+    /// rows take K whole, 15 a KC block of it; row blocks change as M
+    /// evens out), for all ISAs' tiles and K on either side of KC.
+    #[test]
+    fn the_sizing_for_m_rows_covers_every_smaller_call() {
+        for isa in Isa::ALL {
+            for k in [1, 7, 64, 384, 1000, 1536, 2049, 4096, 5000] {
+                for n in [1, 33, 384, 4096] {
+                    let mut need = (0, 0);
+                    for m in (1..=1500).chain((1501..=6000).step_by(7)) {
+                        let exact = Blocking::for_shape(isa, m, k).scratch_floats(m, n, k);
+                        need = (need.0.max(exact.0), need.1.max(exact.1));
+                        let (a, b) = Blocking::scratch_floats_up_to(isa, m, n, k);
+                        assert!(a >= need.0 && b >= need.1, "{isa} m {m} n {n} k {k}");
                     }
                 }
             }

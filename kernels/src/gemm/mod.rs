@@ -237,10 +237,12 @@ impl BMatrix<'_, '_> {
     }
 }
 
-/// Bytes of workspace one [`sgemm`] call of this shape needs (enough for a
-/// plain B; a pre-packed B needs less). Includes alignment slack.
+/// Bytes of workspace enough for every [`sgemm`] call with this `k`, at
+/// most `m` rows and at most `n` columns (so a buffer sized for the largest
+/// batch serves the smaller ones), with a plain B (a pre-packed B needs
+/// less). Includes alignment slack.
 pub fn gemm_scratch_bytes(m: usize, n: usize, k: usize, isa: Isa) -> usize {
-    let (a, b) = Blocking::for_shape(isa, m, k).scratch_floats(m, n, k);
+    let (a, b) = Blocking::scratch_floats_up_to(isa, m, n, k);
     scratch_layout_bytes(a, b)
 }
 

@@ -156,8 +156,10 @@ fn split(len: usize, unit: usize, parts: usize, idx: usize) -> (usize, usize) {
     (lo, hi)
 }
 
-/// Bytes of workspace one [`sgemm_parallel`] call on `threads` threads
-/// needs (every thread's share, each aligned).
+/// Bytes of workspace enough for every [`sgemm_parallel`] call on
+/// `threads` threads with this `k`, at most `m` rows and at most `n`
+/// columns (every thread's share, each aligned): a buffer sized for the
+/// largest batch serves the smaller ones.
 pub fn gemm_scratch_bytes_parallel(
     m: usize,
     n: usize,
@@ -165,7 +167,10 @@ pub fn gemm_scratch_bytes_parallel(
     isa: Isa,
     threads: usize,
 ) -> usize {
-    per_thread_floats(m, n, k, isa, threads.max(1), false) * 4 * threads.max(1) + super::PANEL_ALIGN
+    // Every chunk of a call is at most `m x n`, and the bound is monotonic.
+    let (a, b) = Blocking::scratch_floats_up_to(isa, m, n, k);
+    let share = a.next_multiple_of(16) + b.next_multiple_of(16);
+    share * 4 * threads.max(1) + super::PANEL_ALIGN
 }
 
 /// The largest per-thread scratch (floats, multiple of 16) over the chunks.
@@ -490,7 +495,27 @@ mod tests {
     }
 
     #[test]
-    fn one_thread_needs_no_more_scratch_than_sgemm() {
+    fn the_sizing_for_m_rows_serves_every_smaller_call() {
+        for isa in Isa::ALL {
+            for threads in 1..=3 {
+                for (n, k) in [(384, 1536), (1536, 384), (4096, 4096), (70, 5000), (33, 7)] {
+                    // The most any call of up to `m` rows asks of the buffer.
+                    let mut need = 0;
+                    for m in 1..=700 {
+                        for packed_b in [false, true] {
+                            let floats = per_thread_floats(m, n, k, isa, threads, packed_b);
+                            need = need.max(floats * 4 * threads + super::super::PANEL_ALIGN);
+                        }
+                        let sized = gemm_scratch_bytes_parallel(m, n, k, isa, threads);
+                        assert!(sized >= need, "{isa} t{threads} m {m} n {n} k {k}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_parallel_sizing_covers_sgemm_on_one_thread() {
         for isa in Isa::available() {
             for (m, n, k) in [(256, 256, 256), (1, 4096, 64), (300, 70, 5000)] {
                 let one = gemm_scratch_bytes_parallel(m, n, k, isa, 1);

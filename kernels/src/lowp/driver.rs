@@ -219,6 +219,7 @@ fn row_scale_bytes(m: usize) -> usize {
 
 /// Bytes of workspace one [`gemm`] or [`gemm_parallel`] call of this
 /// shape needs (the converted A and its row scales, with alignment slack).
+/// It grows with `m`, so it serves every call of up to `m` rows.
 pub fn scratch_bytes(elem: Elem, m: usize, k: usize) -> usize {
     let kp = k.next_multiple_of(elem.k_step());
     row_scale_bytes(m) + rows_pad(m) / 16 * a_group_bytes(elem, kp) + LOWP_ALIGN

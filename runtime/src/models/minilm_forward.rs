@@ -351,8 +351,8 @@ impl Model for MiniLm {
             let l = &r.weights.layers;
             l.iter()
                 .flat_map(|l| [&l.qkv, &l.attn_out, &l.ffn_in, &l.ffn_out])
-                // Blocking depends on M: size for short batches too.
-                .flat_map(|w| [1, s, tokens].map(|m| w.scratch_bytes(m, threads, paths)))
+                // Enough for every call of up to `tokens` rows.
+                .map(|w| w.scratch_bytes(tokens, threads, paths))
                 .max()
                 .unwrap_or(0)
         });
