@@ -174,15 +174,8 @@ pub fn write_mlp(dir: &Path, widths: &[usize], seed: u64) -> Result<PathBuf, E2e
 
 /// The model path both engines load for `spec`, writing the MLP if needed.
 pub fn resolve_model(spec: &str, out: &Path) -> Result<PathBuf, E2eError> {
-    if spec == "mlp" || spec.starts_with("mlp:") {
-        let widths: Vec<usize> = match spec.strip_prefix("mlp:") {
-            None => pinned_runtime::DEFAULT_MLP.to_vec(),
-            Some(w) => w
-                .split('x')
-                .map(|n| n.trim().parse::<usize>())
-                .collect::<Result<_, _>>()
-                .map_err(|_| E2eError::Options(format!("'{spec}' is not mlp:WIDTHxWIDTHx...")))?,
-        };
+    if let Some(widths) = pinned_runtime::mlp_spec_widths(spec) {
+        let widths = widths.map_err(|e| E2eError::Options(e.to_string()))?;
         let tag: Vec<String> = widths.iter().map(usize::to_string).collect();
         let dir = out
             .join("models")

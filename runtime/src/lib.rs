@@ -44,7 +44,9 @@ pub use affinity::{
 };
 pub use cpuset::{CpuContext, CpuSetError};
 pub use memory::MemoryError;
-pub use model::{Affine, DenseMlp, Model, ModelError, Scratch, ScratchSize, DEFAULT_MLP};
+pub use model::{
+    mlp_spec_widths, Affine, DenseMlp, Model, ModelError, Scratch, ScratchSize, DEFAULT_MLP,
+};
 pub use partition::{BatchPolicy, Partition, PartitionConfig, Placement};
 pub use request::{Request, RequestError, Status};
 pub use ring::{Full, Ring};

@@ -149,6 +149,51 @@ pub trait Model: Send + Sync {
     }
 }
 
+/// Runs a chain of dense layers over `batch` rows: layer `i` reads
+/// `widths[i]` values a row (`inputs` for the first, else the previous
+/// layer's output) and writes `widths[i + 1]` (`outputs` for the last,
+/// else the buffer of `ping_pong` the previous layer did not write; each
+/// holds `batch` rows of the widest hidden layer). `layer(i, a, c)` runs
+/// layer `i`'s GEMM and epilogue.
+pub(crate) fn run_layer_chain(
+    widths: &[usize],
+    batch: usize,
+    inputs: &[f32],
+    outputs: &mut [f32],
+    ping_pong: (&mut [f32], &mut [f32]),
+    mut layer: impl FnMut(usize, MatRef<'_>, MatMut<'_>) -> Result<(), ModelError>,
+) -> Result<(), ModelError> {
+    let (mut ping, mut pong) = ping_pong;
+    let last = widths.len().saturating_sub(2);
+    for (i, pair) in widths.windows(2).enumerate() {
+        let (k, n) = (pair[0], pair[1]);
+        let a = if i == 0 { inputs } else { &*ping };
+        let c = if i == last { &mut *outputs } else { &mut *pong };
+        layer(
+            i,
+            MatRef::new(a, batch, k, k)?,
+            MatMut::new(c, batch, n, n)?,
+        )?;
+        std::mem::swap(&mut ping, &mut pong);
+    }
+    Ok(())
+}
+
+/// The layer widths a model spec names: `mlp` ([`DEFAULT_MLP`]) or
+/// `mlp:WxWx..` (say `mlp:256x1024x256`); `None` for any other spec.
+pub fn mlp_spec_widths(spec: &str) -> Option<Result<Vec<usize>, ModelError>> {
+    if spec == "mlp" {
+        return Some(Ok(DEFAULT_MLP.to_vec()));
+    }
+    let widths = spec.strip_prefix("mlp:")?;
+    let parsed = widths.split('x').map(|w| w.trim().parse::<usize>());
+    Some(
+        parsed
+            .collect::<Result<_, _>>()
+            .map_err(|_| ModelError::Shape(format!("'{spec}' is not mlp:WIDTHxWIDTHx..."))),
+    )
+}
+
 /// The default layer widths: 1024 -> 4096 -> 1024 -> 4096 -> 1024 with GELU
 /// between layers (the model issue's reference MLP).
 pub const DEFAULT_MLP: [usize; 5] = [1024, 4096, 1024, 4096, 1024];
@@ -296,7 +341,7 @@ impl Model for DenseMlp {
     ) -> Result<(), ModelError> {
         let (_, bytes, arena) = scratch.parts_and_arena();
         let half = batch * self.hidden_max();
-        let (mut ping, mut pong): (&mut [f32], &mut [f32]) = if half == 0 {
+        let (ping, pong): (&mut [f32], &mut [f32]) = if half == 0 {
             (&mut [], &mut [])
         } else {
             let arena = arena.ok_or(ModelError::NoArena)?;
@@ -304,35 +349,25 @@ impl Model for DenseMlp {
         };
         let last = self.layers.len() - 1;
         let lease = self.team.enter();
-        for (i, layer) in self.layers.iter().enumerate() {
-            let (k, n) = (self.widths[i], self.widths[i + 1]);
-            let a = if i == 0 { inputs } else { &ping[..batch * k] };
-            let a = MatRef::new(a, batch, k, k)?;
-            let epilogue = Epilogue::new().bias(&layer.bias);
-            let epilogue = if i == last {
-                epilogue
-            } else {
-                epilogue.gelu_erf()
-            };
-            let c = if i == last {
-                &mut outputs[..]
-            } else {
-                &mut pong[..batch * n]
-            };
-            let c = MatMut::new(c, batch, n, n)?;
-            gemm::sgemm_parallel(
-                lease.team(),
-                self.isa,
-                1.0,
-                a,
-                BMatrix::Packed(&layer.weights),
-                0.0,
-                c,
-                &epilogue,
-                bytes,
-            )?;
-            std::mem::swap(&mut ping, &mut pong);
-        }
+        run_layer_chain(
+            &self.widths,
+            batch,
+            inputs,
+            outputs,
+            (ping, pong),
+            |i, a, c| {
+                let layer = &self.layers[i];
+                let epilogue = Epilogue::new().bias(&layer.bias);
+                let epilogue = if i == last {
+                    epilogue
+                } else {
+                    epilogue.gelu_erf()
+                };
+                let b = BMatrix::Packed(&layer.weights);
+                gemm::sgemm_parallel(lease.team(), self.isa, 1.0, a, b, 0.0, c, &epilogue, bytes)?;
+                Ok(())
+            },
+        )?;
         lease.finish(batch);
         Ok(())
     }
@@ -506,5 +541,15 @@ mod tests {
         assert_eq!(DEFAULT_MLP, [1024, 4096, 1024, 4096, 1024]);
         let small = DenseMlp::new(&[2, 3], 7).unwrap();
         assert_eq!(small.name(), "dense-mlp-2-3");
+    }
+
+    #[test]
+    fn mlp_specs_name_their_widths() {
+        assert_eq!(mlp_spec_widths("mlp").unwrap().unwrap(), DEFAULT_MLP);
+        assert_eq!(mlp_spec_widths("mlp:8x 16x4").unwrap().unwrap(), [8, 16, 4]);
+        assert!(mlp_spec_widths("mlp:8xq").unwrap().is_err());
+        assert!(mlp_spec_widths("mlp:").unwrap().is_err());
+        assert!(mlp_spec_widths("minilm").is_none());
+        assert!(mlp_spec_widths("mlpx").is_none());
     }
 }

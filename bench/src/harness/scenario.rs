@@ -17,8 +17,8 @@ use pinned_allocator::{numa, IdList, MemPolicy};
 use pinned_runtime::clock::now_ns;
 use pinned_runtime::models::{LoadOptions, MiniLm, Mlp, WeightPlacement};
 use pinned_runtime::{
-    BatchPolicy, Model, Partition, PartitionTelemetry, Placement, Request, RequestError, Runtime,
-    RuntimeConfig, WaitStrategy, DEFAULT_MLP,
+    mlp_spec_widths, BatchPolicy, Model, Partition, PartitionTelemetry, Placement, Request,
+    RequestError, Runtime, RuntimeConfig, WaitStrategy,
 };
 
 use super::config::{
@@ -106,15 +106,8 @@ fn load_model(
     if let Some(cpus) = cpus {
         options = options.cpus(cpus);
     }
-    if p.model == "mlp" || p.model.starts_with("mlp:") {
-        let widths: Vec<usize> = match p.model.strip_prefix("mlp:") {
-            None => DEFAULT_MLP.to_vec(),
-            Some(w) => w
-                .split('x')
-                .map(|n| n.trim().parse::<usize>())
-                .collect::<Result<_, _>>()
-                .map_err(|_| err(format!("'{}' is not mlp:WIDTHxWIDTHx...", p.model)))?,
-        };
+    if let Some(widths) = mlp_spec_widths(&p.model) {
+        let widths = widths.map_err(|e| err(e.to_string()))?;
         let model = Mlp::generated(&widths, 1, options).map_err(|e| err(e.to_string()))?;
         return Ok(Arc::new(model));
     }

@@ -14,14 +14,14 @@
 
 use std::path::{Path, PathBuf};
 
-use pinned_kernels::gemm::{Activation, Epilogue, MatMut, MatRef};
+use pinned_kernels::gemm::{Activation, Epilogue, MatRef};
 use pinned_kernels::precision::PackedWeights;
 
 use super::minilm::LoadOptions;
 use super::safetensors_load::{LoadError, LoadErrorKind, WeightsFile};
 use super::store::{self, matrix_bytes, vector_bytes, NodeStore};
 use super::team::ModelTeam;
-use crate::model::generated_layers;
+use crate::model::{generated_layers, run_layer_chain};
 use crate::model::{Model, ModelError, Scratch, ScratchSize};
 
 /// The manifest file.
@@ -354,39 +354,29 @@ impl Model for Mlp {
         let copy = store::current_copy(&self.copy_of_cpu).min(self.replicas.len() - 1);
         let layers = &self.replicas[copy].layers;
         let half = batch * self.widest();
-        let (mut ping, rest) = floats.split_at_mut(half);
-        let mut pong = &mut rest[..half];
-        let last = layers.len() - 1;
+        let (ping, rest) = floats.split_at_mut(half);
+        let pong = &mut rest[..half];
         let lease = self.team.enter();
         let team = lease.team();
-        for (idx, layer) in layers.iter().enumerate() {
-            let (k, n) = (self.widths[idx], self.widths[idx + 1]);
-            let a = if idx == 0 {
-                &inputs[..batch * n_in]
-            } else {
-                &ping[..batch * k]
-            };
-            let mut epilogue = Epilogue::new().activation(layer.activation);
-            if let Some(b) = layer.bias {
-                epilogue = epilogue.bias(b);
-            }
-            let c = if idx == last {
-                &mut outputs[..batch * n]
-            } else {
-                &mut pong[..batch * n]
-            };
-            layer.weights.gemm(
-                team,
-                &self.options.paths,
-                1.0,
-                MatRef::new(a, batch, k, k)?,
-                0.0,
-                MatMut::new(c, batch, n, n)?,
-                &epilogue,
-                bytes,
-            )?;
-            std::mem::swap(&mut ping, &mut pong);
-        }
+        run_layer_chain(
+            &self.widths,
+            batch,
+            inputs,
+            outputs,
+            (ping, pong),
+            |i, a, c| {
+                let layer = &layers[i];
+                let mut epilogue = Epilogue::new().activation(layer.activation);
+                if let Some(b) = layer.bias {
+                    epilogue = epilogue.bias(b);
+                }
+                let paths = &self.options.paths;
+                layer
+                    .weights
+                    .gemm(team, paths, 1.0, a, 0.0, c, &epilogue, bytes)?;
+                Ok(())
+            },
+        )?;
         lease.finish(batch);
         Ok(())
     }
