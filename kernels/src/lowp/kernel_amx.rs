@@ -20,98 +20,85 @@ const KC_INT8: usize = 4096;
 const STRIP_KC_BF16: usize = 256;
 const STRIP_KC_INT8: usize = 512;
 
-impl LowpKernel for AmxBf16 {
-    const MR: usize = 32;
-    const ELEM: Elem = Elem::Bf16;
-    const A_U8: bool = false;
-    const KC: usize = KC_BF16;
-    const STRIP_KC: usize = STRIP_KC_BF16;
-    type S = Avx512;
-    fn simd(self) -> Avx512 {
-        self.avx512()
-    }
-    #[inline(always)]
-    fn prepare(self) {
-        ensure_tiles(self);
-    }
-    #[inline(always)]
-    unsafe fn run(self, t: &KTile, acc: *mut u8, acc_stride: usize, load: bool) {
-        // SAFETY: `prepare` configured this thread's tiles with an AMX-BF16
-        // token; the KTile invariants give the bounds `tile_kernel` needs
-        // (A rows are padded to 32, so 16 or 32 rows are readable; `acc`
-        // holds 32 rows, or 16 when `rows <= 16`).
-        unsafe {
-            tile_kernel(
-                TileOp::Bf16,
-                t.rows > 16,
-                t.a_streams,
-                t.a,
-                t.a_group,
-                t.b0,
-                t.b1,
-                t.kc / 32,
-                acc,
-                acc_stride,
-                load,
-                t.pf,
-                OutRows {
-                    ptr: t.out,
-                    stride: t.out_stride,
-                    rows: t.out_rows,
-                },
-            )
+/// The [`LowpKernel`] of one AMX token: tile products of `$op`.
+macro_rules! amx_kernel {
+    ($token:ty, $elem:expr, $op:expr, $kc:expr, $strip_kc:expr) => {
+        impl LowpKernel for $token {
+            const MR: usize = 32;
+            const ELEM: Elem = $elem;
+            const A_U8: bool = false;
+            const KC: usize = $kc;
+            const STRIP_KC: usize = $strip_kc;
+            type S = Avx512;
+            fn simd(self) -> Avx512 {
+                self.avx512()
+            }
+            #[inline(always)]
+            fn prepare(self) {
+                ensure_tiles(self);
+            }
+            #[inline(always)]
+            unsafe fn run(self, t: &KTile, acc: *mut u8, acc_stride: usize, load: bool) {
+                let steps = t.kc / Self::ELEM.k_step();
+                // SAFETY: `prepare` configured this thread's tiles with this
+                // token; the caller's contract is `run_tile_amx`'s.
+                unsafe { run_tile_amx($op, t, steps, acc, acc_stride, load) }
+            }
+            #[inline(always)]
+            unsafe fn run_strip(self, t: &KTile, a_tile: usize, acc: *mut u8, load: bool) {
+                let steps = t.kc / Self::ELEM.k_step();
+                // SAFETY: as `run`, for every row tile of the strip.
+                unsafe { run_strip_amx($op, t, steps, a_tile, acc, load) }
+            }
         }
-    }
-    #[inline(always)]
-    unsafe fn run_strip(self, t: &KTile, a_tile: usize, acc: *mut u8, load: bool) {
-        // SAFETY: as `run`, for every row tile of the strip.
-        unsafe { run_strip_amx(TileOp::Bf16, t, t.kc / 32, a_tile, acc, load) }
+    };
+}
+
+amx_kernel!(AmxBf16, Elem::Bf16, TileOp::Bf16, KC_BF16, STRIP_KC_BF16);
+amx_kernel!(AmxInt8, Elem::Int8, TileOp::Int8, KC_INT8, STRIP_KC_INT8);
+
+/// One [`KTile`] on the two-row tile kernel, `steps` K steps deep.
+///
+/// # Safety
+/// As [`LowpKernel::run`], with this thread's tiles configured for `op`
+/// (A rows are padded to 32, so 16 or 32 rows are readable; `acc` holds 32
+/// rows, or 16 when `t.rows <= 16`).
+#[inline(always)]
+unsafe fn run_tile_amx(
+    op: TileOp,
+    t: &KTile,
+    steps: usize,
+    acc: *mut u8,
+    acc_stride: usize,
+    load: bool,
+) {
+    let out = out_rows(t, t.out_rows);
+    // SAFETY: the caller's contract is the tile kernel's.
+    unsafe {
+        tile_kernel(
+            op,
+            t.rows > 16,
+            t.a_streams,
+            t.a,
+            t.a_group,
+            t.b0,
+            t.b1,
+            steps,
+            acc,
+            acc_stride,
+            load,
+            t.pf,
+            out,
+        )
     }
 }
 
-impl LowpKernel for AmxInt8 {
-    const MR: usize = 32;
-    const ELEM: Elem = Elem::Int8;
-    const A_U8: bool = false;
-    const KC: usize = KC_INT8;
-    const STRIP_KC: usize = STRIP_KC_INT8;
-    type S = Avx512;
-    fn simd(self) -> Avx512 {
-        self.avx512()
-    }
-    #[inline(always)]
-    fn prepare(self) {
-        ensure_tiles(self);
-    }
-    #[inline(always)]
-    unsafe fn run(self, t: &KTile, acc: *mut u8, acc_stride: usize, load: bool) {
-        // SAFETY: as for bf16, with an AMX-INT8 token.
-        unsafe {
-            tile_kernel(
-                TileOp::Int8,
-                t.rows > 16,
-                t.a_streams,
-                t.a,
-                t.a_group,
-                t.b0,
-                t.b1,
-                t.kc / 64,
-                acc,
-                acc_stride,
-                load,
-                t.pf,
-                OutRows {
-                    ptr: t.out,
-                    stride: t.out_stride,
-                    rows: t.out_rows,
-                },
-            )
-        }
-    }
-    #[inline(always)]
-    unsafe fn run_strip(self, t: &KTile, a_tile: usize, acc: *mut u8, load: bool) {
-        // SAFETY: as `run`, for every row tile of the strip.
-        unsafe { run_strip_amx(TileOp::Int8, t, t.kc / 64, a_tile, acc, load) }
+/// The first `rows` rows of where `t`'s result goes in C, to claim ahead.
+fn out_rows(t: &KTile, rows: usize) -> OutRows {
+    OutRows {
+        ptr: t.out,
+        stride: t.out_stride,
+        rows,
     }
 }
 
@@ -149,11 +136,7 @@ unsafe fn run_strip_amx(
                     128,
                     load,
                     t.pf,
-                    OutRows {
-                        ptr: t.out,
-                        stride: t.out_stride,
-                        rows: 0,
-                    },
+                    out_rows(t, 0),
                 )
             };
         }
@@ -173,11 +156,7 @@ unsafe fn run_strip_amx(
         a_streams: t.a_streams,
         pf: t.pf,
         pf_step: t.pf_step,
-        out: OutRows {
-            ptr: t.out,
-            stride: t.out_stride,
-            rows: t.out_rows,
-        },
+        out: out_rows(t, t.out_rows),
     };
     // SAFETY: every row tile reads 32 rows of A (the packed A is padded to
     // 32 rows), `steps` 1 KiB tiles of each B panel (KTile invariants),
