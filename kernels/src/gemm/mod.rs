@@ -33,8 +33,9 @@
 //! - [`PackedB::bytes_needed`]`(k, n, isa)`, [`PackedB::pack_into`]`(b, ldb,
 //!   k, n, isa, mem: &mut [u8])`, [`PackedB::pack_view_into`] (any view, e.g.
 //!   `[out][in]` weights via [`MatRef::t`]), owned [`PackedB::new`].
-//! - [`gemm_scratch_bytes`]`(m, n, k, isa)`; [`sgemm`] checks the scratch
-//!   and every shape and returns [`GemmError`], never panics.
+//! - [`gemm_scratch_bytes`]`(m, n, k, isa)`, enough for any call of up to
+//!   `m` rows; [`sgemm`] checks the scratch and every shape and returns
+//!   [`GemmError`], never panics.
 //! - `op(A)`: [`MatRef::new`] is row-major with row stride `ld`;
 //!   [`MatRef::t`] transposes the view. B is [`BMatrix::Packed`] (weights)
 //!   or [`BMatrix::Plain`] (packed per call into the scratch).
