@@ -3,7 +3,7 @@
 //! oversubscribed machine disturbs less): a tuning aid.
 //!
 //! `cargo run --release -p pinned-kernels --example lowp_loop -- M K N
-//! [iters] [bf16|int8] [threads]`; `PINNED_LOWP_PATH`, `PINNED_LOWP_KC`,
+//! [iters] [bf16|int8] [threads] [evict MiB]`; `PINNED_LOWP_PATH`, `PINNED_LOWP_KC`,
 //! `PINNED_LOWP_MC`, `PINNED_LOWP_NC`, `PINNED_LOWP_STRIP_KC`,
 //! `PINNED_LOWP_NT` and `PINNED_LOWP_RUNS` apply.
 
@@ -22,6 +22,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         _ => Elem::Bf16,
     };
     let threads = arg(5, 1);
+    // Optional: MiB of other data streamed between calls, so B starts cold
+    // (as a model's weights do, each layer's evicted by the others').
+    let evict: Vec<f32> = vec![1.0; arg(6, 0) << 18];
     let path = LowpPath::from_env(elem)?;
     let a: Vec<f32> = (0..m * k).map(|i| (i % 13) as f32 * 0.1 - 0.6).collect();
     let w: Vec<f32> = (0..k * n).map(|i| (i % 7) as f32 * 0.1 - 0.3).collect();
@@ -33,6 +36,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let team = ThreadTeam::new(threads)?;
     let mut best = Best::default();
     for _ in 0..iters {
+        std::hint::black_box(evict.iter().fold(0.0f32, |s, x| s.max(*x)));
         best.time(|| -> Result<(), Box<dyn std::error::Error>> {
             lowp::gemm_parallel(
                 &team,
