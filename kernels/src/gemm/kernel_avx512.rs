@@ -2,8 +2,11 @@
 //!
 //! 28 accumulators + 2 B vectors + 1 broadcast = 31 of the 32 zmm
 //! registers. Each k step issues 28 FMAs against 2 vector loads and 14
-//! broadcasts (folded into the FMAs as `{1to16}` memory operands), well under
-//! the two load ports while the two FMA ports stay busy.
+//! broadcast loads (`vbroadcastss zmm, m32`, load ports only). That mix
+//! alone, on L1-resident data, runs at 86-89% of an FMA-only loop here
+//! (`examples/fma_mix.rs`): the broadcasts cost it, not the caches. FMAs
+//! with `{1to16}` memory operands (28 loads a step) and the 6 x 64 and
+//! 8 x 48 tiles measured slower.
 
 use super::kernel::{dispatch_rows, MicroKernel, Tile, TileParams};
 use super::pack::Strided;
