@@ -57,7 +57,8 @@ macro_rules! amx_kernel {
 amx_kernel!(AmxBf16, Elem::Bf16, TileOp::Bf16, KC_BF16, STRIP_KC_BF16);
 amx_kernel!(AmxInt8, Elem::Int8, TileOp::Int8, KC_INT8, STRIP_KC_INT8);
 
-/// One [`KTile`] on the two-row tile kernel, `steps` K steps deep.
+/// One [`KTile`] on the tile kernel (its two-row form above 16 rows),
+/// `steps` K steps deep.
 ///
 /// # Safety
 /// As [`LowpKernel::run`], with this thread's tiles configured for `op`
@@ -72,7 +73,7 @@ unsafe fn run_tile_amx(
     acc_stride: usize,
     load: bool,
 ) {
-    let out = out_rows(t, t.out_rows);
+    let out = out_rows(t);
     // SAFETY: the caller's contract is the tile kernel's.
     unsafe {
         tile_kernel(
@@ -93,12 +94,12 @@ unsafe fn run_tile_amx(
     }
 }
 
-/// The first `rows` rows of where `t`'s result goes in C, to claim ahead.
-fn out_rows(t: &KTile, rows: usize) -> OutRows {
+/// Where `t`'s result goes in C: its `out_rows` rows are claimed ahead.
+fn out_rows(t: &KTile) -> OutRows {
     OutRows {
         ptr: t.out,
         stride: t.out_stride,
-        rows,
+        rows: t.out_rows,
     }
 }
 
@@ -120,25 +121,18 @@ unsafe fn run_strip_amx(
     let blocks = t.rows.div_ceil(32);
     if steps < 2 {
         for b in 0..blocks {
-            // SAFETY: the caller's contract for row tile `b` (A padded to
-            // 32 rows, 32 x 32 accumulators per block).
-            unsafe {
-                tile_kernel(
-                    op,
-                    true,
-                    t.a_streams,
-                    t.a.wrapping_add(b * a_tile),
-                    t.a_group,
-                    t.b0,
-                    t.b1,
-                    steps,
-                    acc.add(b * crate::amx::ACC_BLOCK),
-                    128,
-                    load,
-                    t.pf,
-                    out_rows(t, 0),
-                )
+            // Every row tile reads all 32 (padded) rows: the strip's blocks
+            // hold 32 rows of accumulators; no C rows are claimed.
+            let tile = KTile {
+                rows: 32,
+                a: t.a.wrapping_add(b * a_tile),
+                out_rows: 0,
+                ..*t
             };
+            let acc = acc.wrapping_add(b * crate::amx::ACC_BLOCK);
+            // SAFETY: the caller's contract for row tile `b` (A padded to
+            // 32 rows, 32 x 32 accumulators per block, 128-byte rows).
+            unsafe { run_tile_amx(op, &tile, steps, acc, 128, load) };
         }
         return;
     }
@@ -156,7 +150,7 @@ unsafe fn run_strip_amx(
         a_streams: t.a_streams,
         pf: t.pf,
         pf_step: t.pf_step,
-        out: out_rows(t, t.out_rows),
+        out: out_rows(t),
     };
     // SAFETY: every row tile reads 32 rows of A (the packed A is padded to
     // 32 rows), `steps` 1 KiB tiles of each B panel (KTile invariants),
