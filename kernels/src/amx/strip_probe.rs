@@ -12,6 +12,14 @@
 //! does for the next micro-panel, 1450-1670 (42-50%) against 1700-1890
 //! (52-56%). Inside the 2048^3 GEMM the run measured no better than the
 //! per-tile calls (see `lowp::driver::drive_strips`).
+//!
+//! The operands' values matter: on zeros the same loops ran 68-75%
+//! (per-tile calls) and 83-91% (run) of the probe with B in L1, against
+//! 59-62% and 72-78% on bf16 ones or on values spread over [-1, 1), which
+//! measured alike (two rounds each, 2026-11-29). The peak probe itself,
+//! with no tile loads, measured the same on zeros, ones and spread values.
+//! So kernels are tuned on nonzero data ([`ProbeData`]); a GEMM whose
+//! packed A is still zero (a skipped conversion) runs fast for that reason.
 
 use std::time::Duration;
 
@@ -35,6 +43,39 @@ pub struct StripProbe {
     pub pf_mib: usize,
     /// One run kernel per slice, else one kernel call per row tile.
     pub run: bool,
+    /// What A and B hold.
+    pub data: ProbeData,
+}
+
+/// The operands' values. The tile units run measurably faster on zeros
+/// (see the module docs), so a tuning run must not measure on them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProbeData {
+    /// bf16 1.0 everywhere, as the peak probe's source tiles.
+    Ones,
+    /// Values spread over [-1, 1), as a model's.
+    Spread,
+    /// Zeros.
+    Zeros,
+}
+
+impl ProbeData {
+    /// `n` bf16 bit patterns of this kind.
+    fn values(self, n: usize) -> Vec<u16> {
+        let mut x = 0x9E37_79B9u32;
+        (0..n)
+            .map(|_| match self {
+                Self::Ones => 0x3F80,
+                Self::Zeros => 0,
+                Self::Spread => {
+                    x ^= x << 13;
+                    x ^= x >> 17;
+                    x ^= x << 5;
+                    crate::bf16::f32_to_bf16((x % 2000) as f32 / 1000.0 - 1.0)
+                }
+            })
+            .collect()
+    }
 }
 
 /// 64-byte-aligned start of a buffer (tile loads that straddle lines run
@@ -55,8 +96,8 @@ pub fn strip_gflops(probe: StripProbe, budget: Duration) -> Option<f64> {
     let a_slices = (probe.a_kib * 1024 / (a_tile * blocks)).max(1);
     let b_slice = 2 * steps * 1024;
     let b_slices = (probe.b_kib * 1024 / b_slice).max(1);
-    let abuf = vec![0x3F80u16; a_slices * blocks * a_tile / 2 + 32];
-    let bbuf = vec![0x3F80u16; b_slices * b_slice / 2 + 32];
+    let abuf = probe.data.values(a_slices * blocks * a_tile / 2 + 32);
+    let bbuf = probe.data.values(b_slices * b_slice / 2 + 32);
     let acc = vec![0f32; blocks * 32 * 32 + 16];
     let pfbuf = vec![1u8; (probe.pf_mib << 20).max(1)];
     let (a, b, accp) = (aligned(&abuf), aligned(&bbuf), aligned(&acc) as *mut u8);
