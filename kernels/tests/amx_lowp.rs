@@ -261,7 +261,8 @@ fn run(case: &Case, elem: Elem, path: LowpPath, team: Option<&ThreadTeam>) {
 }
 
 /// Shapes around the tile edges: 16/32 rows (AMX), 8 rows (AVX-512 and
-/// fallback), 16/32 columns, K steps of 32 (bf16) and 64 (int8), and K
+/// fallback), 16/32 columns, K steps of 32 (bf16) and 64 (int8), one or
+/// more steps for each row tile form, and K
 /// beyond the K block (large-M blocks split K: 512 bf16, 768-1024 int8).
 fn shapes() -> Vec<Case> {
     let mut v = Vec::new();
@@ -278,6 +279,10 @@ fn shapes() -> Vec<Case> {
         (31, 100, 65),
         (32, 128, 64),
         (33, 127, 33),
+        // Two row tiles over a single K step (bf16 and int8), and two
+        // steps of bf16.
+        (40, 20, 33),
+        (50, 64, 35),
         (65, 1100, 40),
         (100, 37, 97),
     ] {
