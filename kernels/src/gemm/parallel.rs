@@ -168,9 +168,14 @@ pub fn gemm_scratch_bytes_parallel(
     threads: usize,
 ) -> usize {
     // Every chunk of a call is at most `m x n`, and the bound is monotonic.
-    let (a, b) = Blocking::scratch_floats_up_to(isa, m, n, k);
-    let share = a.next_multiple_of(16) + b.next_multiple_of(16);
+    let share = share_floats(Blocking::scratch_floats_up_to(isa, m, n, k), false);
     share * 4 * threads.max(1) + super::PANEL_ALIGN
+}
+
+/// Floats of one thread's share of the scratch: packed A and, unless B
+/// comes pre-packed, packed B, each a whole number of 64-byte lines.
+fn share_floats((a, b): (usize, usize), packed_b: bool) -> usize {
+    a.next_multiple_of(16) + if packed_b { 0 } else { b.next_multiple_of(16) }
 }
 
 /// The largest per-thread scratch (floats, multiple of 16) over the chunks.
@@ -188,8 +193,7 @@ fn per_thread_floats(
         .map(|t| {
             let (_, _, rows, cols) = grid.block(t, m, n, whole.mr, whole.nr);
             let blk = Blocking::for_shape(isa, rows, k);
-            let (a, b) = blk.scratch_floats(rows, cols, k);
-            a.next_multiple_of(16) + if packed_b { 0 } else { b.next_multiple_of(16) }
+            share_floats(blk.scratch_floats(rows, cols, k), packed_b)
         })
         .max()
         .unwrap_or(0)
